@@ -1,0 +1,87 @@
+"""torch.compile engines: Inductor kernels, frozen weights, CUDA graphs, persistent caches.
+
+This is the fast path measurable on any PyTorch GPU machine (TensorRT not required). Each batch
+bucket (1, 2, 4, ..., max) is compiled once per process; the Inductor/autotune caches live on disk
+(`$TORCHINDUCTOR_CACHE_DIR`, by default inside the alphapose-trt cache folder) so only the first
+process pays the full build and later ones start in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from alphapose_trt.engines.base import Engine, powers_of_two_up_to
+from alphapose_trt.engines.eager import meta_for, prepare_module
+from alphapose_trt.models.load import LoadedModel
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def enable_persistent_cache(cache_root: Path | None = None) -> Path:
+    """Point Inductor's on-disk caches at our cache folder unless the user chose one."""
+    from alphapose_trt.download import cache_dir
+
+    path = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or (cache_root or cache_dir()) / "inductor")
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+    return path
+
+
+class CompiledEngine(Engine):
+    """The model under torch.compile, specialised per batch bucket.
+
+    mode: torch.compile mode; "max-autotune" (CUDA graphs + kernel autotuning) is the default on
+    CUDA and "default" on CPU, where CUDA graphs do not exist.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        device: torch.device | str = "cuda",
+        precision: str = "fp16",
+        max_batch: int = 64,
+        mode: str | None = None,
+        batch_sizes: tuple[int, ...] | None = None,
+    ) -> None:
+        device = torch.device(device)
+        if mode is None:
+            mode = "max-autotune" if device.type == "cuda" else "default"
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"mode must be one of {COMPILE_MODES}, got {mode!r}")
+        super().__init__(meta_for(model, "compiled", precision, (1, max_batch, max_batch)), device)
+        self.batch_sizes = tuple(sorted(batch_sizes)) if batch_sizes else powers_of_two_up_to(max_batch)
+        if self.batch_sizes[-1] != max_batch:
+            raise ValueError(f"largest batch bucket {self.batch_sizes[-1]} must equal max_batch {max_batch}")
+        enable_persistent_cache()
+        import torch._dynamo
+        import torch._inductor.config as inductor_config
+
+        # Freezing folds BatchNorm into the convolutions and treats weights as constants.
+        inductor_config.freezing = True
+        torch._dynamo.config.cache_size_limit = max(
+            torch._dynamo.config.cache_size_limit, 4 * len(self.batch_sizes)
+        )
+        self.mode = mode
+        self.channels_last = device.type == "cuda"
+        self.module = prepare_module(model, device, precision, self.channels_last)
+        self._compiled = torch.compile(self.module, mode=mode, dynamic=False, fullgraph=True)
+        self._uses_cudagraphs = device.type == "cuda" and "no-cudagraphs" not in mode and mode != "default"
+
+    @torch.inference_mode()
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self._uses_cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+            return self._compiled(x).clone()  # the next replay reuses the graph's output buffer
+        return self._compiled(x)
+
+    def warmup(self) -> None:
+        """Compile every batch bucket now (so the first real batch is not slow)."""
+        h, w = self.meta.input_hw
+        for n in self.batch_sizes:
+            self._run(torch.rand(n, 3, h, w, device=self.device, dtype=self.meta.dtype))

@@ -1,0 +1,112 @@
+"""Eager PyTorch engines: the fp32 reference every fast path is checked against, and fp16.
+
+Also the base of the `compiled` backend, which wraps the same module with torch.compile.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from alphapose_trt.engines.base import Engine, EngineMeta, powers_of_two_up_to
+from alphapose_trt.models.load import LoadedModel
+
+
+def prepare_module(
+    model: LoadedModel, device: torch.device, precision: str, channels_last: bool
+) -> nn.Module:
+    """A deep copy of the model in eval mode on `device`, cast and laid out for inference."""
+    import copy
+
+    from alphapose_trt.engines.base import PRECISIONS
+
+    module = copy.deepcopy(model.module).eval().to(device=device, dtype=PRECISIONS[precision])
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def meta_for(model: LoadedModel, fmt: str, precision: str, batch: tuple[int, int, int]) -> EngineMeta:
+    return EngineMeta(
+        model=model.kind,
+        format=fmt,
+        input_hw=model.input_hw,
+        batch=batch,
+        precision=precision,
+        weights_sha256=model.weights_sha256,
+        extra=dict(model.extra),
+    )
+
+
+class CudaGraphCache:
+    """Capture `fn` once per input shape into a CUDA graph and replay it.
+
+    Why: at small batches a conv net is launch-bound (hundreds of kernels of a few microseconds);
+    replaying a captured graph removes the per-kernel CPU launch cost. The output is cloned
+    because the next replay overwrites the graph's static output buffer.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.fn = fn
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        key = (tuple(x.shape), x.dtype, x.device)
+        if key not in self.graphs:
+            static_in = x.clone()
+            side = torch.cuda.Stream(device=x.device)
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm-up: cudnn autotuning and lazy init stay out of the graph
+                    self.fn(static_in)
+            torch.cuda.current_stream(x.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.fn(static_in)
+            self.graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self.graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out.clone()
+
+
+class EagerEngine(Engine):
+    """The nn.Module itself. fp32 is the reference; fp16 + channels_last is the eager fast path.
+
+    cuda_graphs: replay captured graphs per batch bucket (powers of two up to max_batch).
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        device: torch.device | str = "cpu",
+        precision: str = "fp32",
+        max_batch: int = 64,
+        channels_last: bool | None = None,
+        cuda_graphs: bool = False,
+    ) -> None:
+        device = torch.device(device)
+        super().__init__(meta_for(model, "eager", precision, (1, max_batch, max_batch)), device)
+        if channels_last is None:
+            channels_last = device.type == "cuda"
+        self.channels_last = channels_last
+        self.module = prepare_module(model, device, precision, channels_last)
+        self._forward: Callable[[torch.Tensor], torch.Tensor] = self._plain
+        if cuda_graphs:
+            if device.type != "cuda":
+                raise ValueError("cuda_graphs=True needs a CUDA device")
+            self.batch_sizes = powers_of_two_up_to(max_batch)
+            self._forward = CudaGraphCache(self._plain)
+
+    def _plain(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.module(x)
+
+    @torch.inference_mode()
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x)
