@@ -103,6 +103,7 @@ def load_pose(weights: str | Path, cfg: str | Path | None = None) -> LoadedModel
             "num_joints": int(spec.num_joints),
             "heatmap_hw": list(spec.heatmap_size),
             "pixel_mean": list(spec.pixel_mean),
+            "crop_scale": float(spec.crop_scale),
             "cfg": str(cfg) if cfg else "builtin:fastpose-r50-256x192",
         },
         source=str(weights),

@@ -1,0 +1,87 @@
+"""GPU checks (marker `gpu`, run on the lent H100; CI has no GPU and deselects them).
+
+Every fast engine against eager fp32 on the same GPU: fp32 backends within 1e-3 relative error,
+fp16 within 1e-2, on heatmaps and on decoded detector boxes; and the fast pipeline against the
+reference pipeline on CUDA.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alphapose_trt.engines.compiled import CompiledEngine
+from alphapose_trt.engines.eager import EagerEngine
+from alphapose_trt.pipeline import detect as detect_ops
+from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline, ReferencePipeline
+from conftest import make_frame
+
+pytestmark = pytest.mark.gpu
+MAX_BATCH = 16
+TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.double() - ref.double()).norm() / ref.double().norm())
+
+
+@pytest.fixture(scope="module")
+def gpu_detector(synthetic_weights):
+    from alphapose_trt.models.load import load_detector
+
+    return load_detector(synthetic_weights["detector"], img_size=608)
+
+
+@pytest.fixture(scope="module", params=["detector", "pose"])
+def case(request, gpu_detector, pose_model):
+    model = gpu_detector if request.param == "detector" else pose_model
+    return model, EagerEngine(model, "cuda", "fp32", max_batch=MAX_BATCH, channels_last=False)
+
+
+def natural_inputs(model, n: int, seed: int) -> torch.Tensor:
+    from alphapose_trt.models.synthetic import random_images
+
+    h, w = model.input_hw
+    return random_images(torch.Generator().manual_seed(seed), n, h, w).cuda()
+
+
+def compare_outputs(model, out: torch.Tensor, ref: torch.Tensor, tol: float) -> None:
+    assert out.shape == ref.shape
+    assert torch.isfinite(out).all()
+    if model.kind == "pose":
+        assert rel_err(out, ref) < tol
+        return
+    # detector: box geometry and scores of the candidates the pipeline would keep
+    keep = ref[..., 4] > detect_ops.CONF_THRESHOLD
+    assert keep.any()
+    assert rel_err(out[keep][:, :5], ref[keep][:, :5]) < tol
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("backend", ["eager", "eager+graphs", "compiled"])
+def test_engine_matches_eager_fp32(case, backend, precision):
+    model, reference = case
+    if backend == "eager":
+        engine = EagerEngine(model, "cuda", precision, max_batch=MAX_BATCH)
+    elif backend == "eager+graphs":
+        engine = EagerEngine(model, "cuda", precision, max_batch=MAX_BATCH, cuda_graphs=True)
+    else:
+        engine = CompiledEngine(model, "cuda", precision, max_batch=MAX_BATCH, mode="reduce-overhead",
+                                batch_sizes=(1, 8, MAX_BATCH))
+    for n in (1, 7, MAX_BATCH):
+        x = natural_inputs(model, n, seed=n)
+        compare_outputs(model, engine(x), reference(x), TOLERANCE[precision])
+
+
+def test_fast_pipeline_matches_reference_on_cuda(gpu_detector, pose_model):
+    config = PipelineConfig(max_persons=8)
+    frames = [make_frame(1080, 1920, seed=s) for s in range(2)]
+    det32 = EagerEngine(gpu_detector, "cuda", "fp32", channels_last=False)
+    pose32 = EagerEngine(pose_model, "cuda", "fp32", channels_last=False)
+    ref = ReferencePipeline(det32, pose32, config).process_batch(frames)
+    fast = PosePipeline(det32, pose32, "cuda", config).process_batch(frames)
+    assert [len(p) for p in fast] == [len(p) for p in ref] and sum(map(len, ref)) > 0
+    diffs = np.concatenate([np.linalg.norm(a.keypoints - b.keypoints, axis=1)
+                            for pf, pr in zip(fast, ref) for a, b in zip(pf, pr)])
+    assert np.mean(diffs < 0.05) >= 0.95

@@ -1,0 +1,113 @@
+"""The fast pipeline against the AlphaPose-style reference, stage by stage and end to end.
+
+Both run eager fp32 on the CPU here; the fast path's only differences are its batched crops
+(at most 1/255 per pixel, see test_crop.py), so boxes must agree to 1e-3 px and keypoints to a
+small fraction of a heatmap cell, except where a crop difference flips a near-tied heatmap argmax.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alphapose_trt.engines.eager import EagerEngine
+from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline, ReferencePipeline
+from conftest import make_frame
+
+CONFIG = PipelineConfig(conf=0.1, max_persons=3, det_batch=2, pose_batch=4)
+
+
+@pytest.fixture(scope="module")
+def engines(detector_model, pose_model):
+    return EagerEngine(detector_model, "cpu", "fp32", max_batch=2), EagerEngine(pose_model, "cpu", "fp32", max_batch=8)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return [make_frame(120, 160, seed=1), make_frame(120, 160, seed=2)]
+
+
+def run_both(engines, frames, config, detections=None):
+    det, pose = engines
+    fast = PosePipeline(det, pose, "cpu", config).process_batch(frames, detections)
+    ref = ReferencePipeline(det, pose, config).process_batch(frames, detections)
+    return fast, ref
+
+
+def assert_same_persons(fast, ref, cell_px: float):
+    """Same persons, same order; keypoints equal up to rare argmax flips of one heatmap cell."""
+    assert [len(p) for p in fast] == [len(p) for p in ref]
+    diffs = []
+    for pf, pr in zip(fast, ref):
+        for a, b in zip(pf, pr):
+            np.testing.assert_allclose(a.box, b.box, atol=1e-3)
+            assert a.box_score == pytest.approx(b.box_score, abs=1e-5)
+            diffs.append(np.linalg.norm(a.keypoints - b.keypoints, axis=1))
+    diffs = np.concatenate(diffs)
+    assert np.mean(diffs < 1e-2) >= 0.95, f"only {np.mean(diffs < 1e-2):.1%} of keypoints agree"
+    assert diffs.max() <= 1.5 * cell_px
+
+
+def test_detector_stage_matches_reference(engines, frames):
+    det, pose = engines
+    fast = PosePipeline(det, pose, "cpu", CONFIG)
+    ref = ReferencePipeline(det, pose, CONFIG)
+    boxes = fast.detect(fast._upload(frames))
+    for frame, got in zip(frames, boxes):
+        want = ref.detect(frame)
+        assert got.shape == want.shape and len(want) > 0
+        np.testing.assert_allclose(got.numpy(), want, atol=2e-3)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_end_to_end_matches_reference(engines, frames, flip):
+    config = PipelineConfig(**{**CONFIG.__dict__, "flip": flip})
+    fast, ref = run_both(engines, frames, config)
+    assert sum(len(p) for p in fast) > 0
+    # a heatmap cell is crop width / 48 image pixels; the largest crop here is < 1.25 * frame width
+    assert_same_persons(fast, ref, cell_px=1.25 * 160 / 48)
+
+
+def test_given_detections_skip_the_detector(engines, frames):
+    dets = [np.array([[10, 10, 60, 100, 0.9], [70, 20, 150, 110, 0.8]], np.float32), np.zeros((0, 5), np.float32)]
+    fast, ref = run_both(engines, frames, CONFIG, detections=dets)
+    assert len(fast[1]) == 0
+    assert_same_persons(fast, ref, cell_px=1.25 * 100 / 48)
+    for person in fast[0]:
+        assert person.keypoints.shape == (17, 2) and person.keypoint_scores.shape == (17,)
+        assert np.isfinite(person.score)
+
+
+def test_zero_person_frame(engines, frames):
+    det, pose = engines
+    config = PipelineConfig(conf=0.999999)
+    fast = PosePipeline(det, pose, "cpu", config).process_batch(frames)
+    assert fast == [[], []]
+
+
+def test_mixed_frame_sizes_keep_order(engines):
+    det, pose = engines
+    frames = [make_frame(120, 160, 5), make_frame(90, 200, 6), make_frame(120, 160, 7)]
+    pipe = PosePipeline(det, pose, "cpu", CONFIG)
+    together = pipe.process_batch(frames)
+    alone = [pipe.process_batch([f])[0] for f in frames]
+    for a, b in zip(together, alone):
+        assert len(a) == len(b)
+        for pa, pb in zip(a, b):
+            np.testing.assert_allclose(pa.keypoints, pb.keypoints, atol=1e-4)
+
+
+def test_pose_engine_batches_are_split(engines, frames):
+    """pose_batch smaller than the crop count: chunks are re-joined in order."""
+    det, pose = engines
+    dets = [np.array([[10 + 5 * i, 10, 60 + 5 * i, 100, 0.9 - 0.01 * i] for i in range(5)], np.float32)] * 2
+    small = PosePipeline(det, pose, "cpu", PipelineConfig(pose_batch=2)).estimate
+    big = PosePipeline(det, pose, "cpu", PipelineConfig(pose_batch=16)).estimate
+    pipe = PosePipeline(det, pose, "cpu", CONFIG)
+    batch = pipe._upload(frames)
+    boxes = [torch.from_numpy(d) for d in dets]
+    with torch.inference_mode():
+        a, b = small(batch, boxes), big(batch, boxes)
+    for ta, tb in zip(a, b):
+        torch.testing.assert_close(ta, tb, atol=1e-4, rtol=1e-4)
