@@ -59,10 +59,12 @@ class WeightSpec:
     size: int | None = None
 
 
+YOLOV3_SPP_BYTES = 252_209_544
 _YOLO_DRIVE_ID = "1D47msNOOiJKvPOXlnpyzdKA3k6E97NTC"
 _FASTPOSE_DRIVE_ID = "1kQhnMRURFiy7NsdS8EFL-8vtqEXOgECn"
 
-# Sizes are left None until measured on a verified copy: a wrong number would reject good files.
+# The FastPose size is left None until measured on a verified copy: a wrong number would reject
+# good files. The darknet size follows exactly from the architecture.
 WEIGHTS: dict[str, WeightSpec] = {
     spec.name: spec
     for spec in (
@@ -74,6 +76,8 @@ WEIGHTS: dict[str, WeightSpec] = {
             ),
             model="YOLOv3-SPP person detector (darknet format, ~252 MB)",
             manual_url="https://pjreddie.com/media/files/yolov3-spp.weights",
+            # darknet header + every float of the built-in YOLOv3-SPP (test_darknet checks it)
+            size=YOLOV3_SPP_BYTES,
         ),
         WeightSpec(
             name="fast_res50_256x192.pth",

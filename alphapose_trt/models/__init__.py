@@ -1,0 +1,1 @@
+"""Neural network modules and the readers/writers of their real weight files."""
