@@ -1,8 +1,9 @@
 """The fast pipeline against the AlphaPose-style reference, stage by stage and end to end.
 
 Both run eager fp32 on the CPU here; the fast path's only differences are its batched crops
-(at most 1/255 per pixel, see test_crop.py), so boxes must agree to 1e-3 px and keypoints to a
-small fraction of a heatmap cell, except where a crop difference flips a near-tied heatmap argmax.
+and letterbox (each at most 1/255 per pixel, see test_crop.py / test_detect.py), so boxes must
+agree to 0.05 px and keypoints exactly but where a tiny input difference flips a near-tied
+heatmap argmax.
 """
 
 from __future__ import annotations
@@ -35,18 +36,21 @@ def run_both(engines, frames, config, detections=None):
     return fast, ref
 
 
-def assert_same_persons(fast, ref, cell_px: float):
-    """Same persons, same order; keypoints equal up to rare argmax flips of one heatmap cell."""
+def assert_same_persons(fast, ref):
+    """Same persons in the same order, same boxes; every keypoint either at the same place, or
+    moved between two heatmap peaks of nearly equal height (an argmax flip on a near tie, which
+    random synthetic heatmaps have and trained ones rarely do)."""
     assert [len(p) for p in fast] == [len(p) for p in ref]
-    diffs = []
+    moved, tied = [], []
     for pf, pr in zip(fast, ref):
         for a, b in zip(pf, pr):
-            np.testing.assert_allclose(a.box, b.box, atol=1e-3)
-            assert a.box_score == pytest.approx(b.box_score, abs=1e-5)
-            diffs.append(np.linalg.norm(a.keypoints - b.keypoints, axis=1))
-    diffs = np.concatenate(diffs)
-    assert np.mean(diffs < 1e-2) >= 0.95, f"only {np.mean(diffs < 1e-2):.1%} of keypoints agree"
-    assert diffs.max() <= 1.5 * cell_px
+            np.testing.assert_allclose(a.box, b.box, atol=0.05)
+            assert a.box_score == pytest.approx(b.box_score, abs=1e-3)
+            moved.append(np.linalg.norm(a.keypoints - b.keypoints, axis=1) > 1e-2)
+            tied.append(np.abs(a.keypoint_scores - b.keypoint_scores) <= 1e-2 * np.abs(b.keypoint_scores))
+    moved, tied = np.concatenate(moved), np.concatenate(tied)
+    assert np.all(~moved | tied), "a keypoint moved although its heatmap peak was not a near tie"
+    assert moved.mean() <= 0.05, f"{moved.mean():.1%} of keypoints moved"
 
 
 def test_detector_stage_matches_reference(engines, frames):
@@ -56,8 +60,11 @@ def test_detector_stage_matches_reference(engines, frames):
     boxes = fast.detect(fast._upload(frames))
     for frame, got in zip(frames, boxes):
         want = ref.detect(frame)
+        # letterboxes differ by at most 1/255 on a few pixels (test_detect.py): boxes move by
+        # hundredths of a pixel, scores by about 1e-4
         assert got.shape == want.shape and len(want) > 0
-        np.testing.assert_allclose(got.numpy(), want, atol=2e-3)
+        np.testing.assert_allclose(got.numpy()[:, :4], want[:, :4], atol=0.05)
+        np.testing.assert_allclose(got.numpy()[:, 4], want[:, 4], atol=1e-3)
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -65,15 +72,14 @@ def test_end_to_end_matches_reference(engines, frames, flip):
     config = PipelineConfig(**{**CONFIG.__dict__, "flip": flip})
     fast, ref = run_both(engines, frames, config)
     assert sum(len(p) for p in fast) > 0
-    # a heatmap cell is crop width / 48 image pixels; the largest crop here is < 1.25 * frame width
-    assert_same_persons(fast, ref, cell_px=1.25 * 160 / 48)
+    assert_same_persons(fast, ref)
 
 
 def test_given_detections_skip_the_detector(engines, frames):
     dets = [np.array([[10, 10, 60, 100, 0.9], [70, 20, 150, 110, 0.8]], np.float32), np.zeros((0, 5), np.float32)]
     fast, ref = run_both(engines, frames, CONFIG, detections=dets)
     assert len(fast[1]) == 0
-    assert_same_persons(fast, ref, cell_px=1.25 * 100 / 48)
+    assert_same_persons(fast, ref)
     for person in fast[0]:
         assert person.keypoints.shape == (17, 2) and person.keypoint_scores.shape == (17,)
         assert np.isfinite(person.score)

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 
 import torch
+import torch._dynamo
+import torch._inductor.config as inductor_config
 
 from alphapose_trt.engines.base import Engine, powers_of_two_up_to
 from alphapose_trt.engines.eager import meta_for, prepare_module
@@ -57,9 +59,6 @@ class CompiledEngine(Engine):
         if self.batch_sizes[-1] != max_batch:
             raise ValueError(f"largest batch bucket {self.batch_sizes[-1]} must equal max_batch {max_batch}")
         enable_persistent_cache()
-        import torch._dynamo
-        import torch._inductor.config as inductor_config
-
         # Freezing folds BatchNorm into the convolutions and treats weights as constants.
         inductor_config.freezing = True
         torch._dynamo.config.cache_size_limit = max(
