@@ -15,10 +15,10 @@ from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import EagerEngine
 from alphapose_trt.pipeline import detect as detect_ops
 from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline, ReferencePipeline
-from conftest import make_frame
+from conftest import assert_same_persons, make_frame
 
 pytestmark = pytest.mark.gpu
-MAX_BATCH = 16
+MAX_BATCH = 8
 TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 
 
@@ -68,7 +68,7 @@ def test_engine_matches_eager_fp32(case, backend, precision):
         engine = EagerEngine(model, "cuda", precision, max_batch=MAX_BATCH, cuda_graphs=True)
     else:
         engine = CompiledEngine(model, "cuda", precision, max_batch=MAX_BATCH, mode="reduce-overhead",
-                                batch_sizes=(1, 8, MAX_BATCH))
+                                batch_sizes=(1, MAX_BATCH))
     for n in (1, 7, MAX_BATCH):
         x = natural_inputs(model, n, seed=n)
         compare_outputs(model, engine(x), reference(x), TOLERANCE[precision])
@@ -79,9 +79,14 @@ def test_fast_pipeline_matches_reference_on_cuda(gpu_detector, pose_model):
     frames = [make_frame(1080, 1920, seed=s) for s in range(2)]
     det32 = EagerEngine(gpu_detector, "cuda", "fp32", channels_last=False)
     pose32 = EagerEngine(pose_model, "cuda", "fp32", channels_last=False)
-    ref = ReferencePipeline(det32, pose32, config).process_batch(frames)
+    ref_pipe = ReferencePipeline(det32, pose32, config)
+    ref = ref_pipe.process_batch(frames)
     fast = PosePipeline(det32, pose32, "cuda", config).process_batch(frames)
-    assert [len(p) for p in fast] == [len(p) for p in ref] and sum(map(len, ref)) > 0
-    diffs = np.concatenate([np.linalg.norm(a.keypoints - b.keypoints, axis=1)
-                            for pf, pr in zip(fast, ref) for a, b in zip(pf, pr)])
-    assert np.mean(diffs < 0.05) >= 0.95
+    assert sum(map(len, ref)) > 0
+    # one detector-input pixel is 1920 / 608 image pixels
+    assert_same_persons(fast, ref, box_atol=1920 / 608, exact=False)
+    # on the same boxes, exact up to near-tie argmax flips
+    boxes = [np.stack([np.r_[p.box[:2], p.box[:2] + p.box[2:], p.box_score] for p in f]) for f in ref]
+    fast_same = PosePipeline(det32, pose32, "cuda", config).process_batch(frames, boxes)
+    ref_same = ref_pipe.process_batch(frames, boxes)
+    assert_same_persons(fast_same, ref_same, exact=True)

@@ -16,7 +16,7 @@ import torch._dynamo
 import torch._inductor.config as inductor_config
 
 from alphapose_trt.engines.base import Engine, powers_of_two_up_to
-from alphapose_trt.engines.eager import meta_for, prepare_module
+from alphapose_trt.engines.eager import conv_precision, meta_for, prepare_module
 from alphapose_trt.models.load import LoadedModel
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -74,10 +74,11 @@ class CompiledEngine(Engine):
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if self._uses_cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()
-            return self._compiled(x).clone()  # the next replay reuses the graph's output buffer
-        return self._compiled(x)
+        with conv_precision(self.meta.precision, tf32=False):
+            if self._uses_cudagraphs:
+                torch.compiler.cudagraph_mark_step_begin()
+                return self._compiled(x).clone()  # the next replay reuses the graph's output buffer
+            return self._compiled(x)
 
     def warmup(self) -> None:
         """Compile every batch bucket now (so the first real batch is not slow)."""

@@ -42,6 +42,18 @@ def meta_for(model: LoadedModel, fmt: str, precision: str, batch: tuple[int, int
     )
 
 
+def conv_precision(precision: str, tf32: bool):
+    """cuDNN flags for a forward: an fp32 engine computes in true fp32 unless tf32 is asked for.
+
+    Why: PyTorch lets cuDNN use TF32 (10-bit mantissa) for fp32 convolutions by default, which
+    moves fp32 heatmaps by about 1e-3 relative on an H100, so an "fp32 reference" would not be one.
+    Scoped to the call so no global setting changes.
+    """
+    b = torch.backends.cudnn
+    allow = tf32 if precision == "fp32" else b.allow_tf32
+    return b.flags(enabled=b.enabled, benchmark=b.benchmark, deterministic=b.deterministic, allow_tf32=allow)
+
+
 class CudaGraphCache:
     """Capture `fn` once per input shape into a CUDA graph and replay it.
 
@@ -78,6 +90,7 @@ class EagerEngine(Engine):
     """The nn.Module itself. fp32 is the reference; fp16 + channels_last is the eager fast path.
 
     cuda_graphs: replay captured graphs per batch bucket (powers of two up to max_batch).
+    tf32: let fp32 convolutions use TF32 (PyTorch's default; off here so fp32 is exact).
     """
 
     def __init__(
@@ -88,12 +101,14 @@ class EagerEngine(Engine):
         max_batch: int = 64,
         channels_last: bool | None = None,
         cuda_graphs: bool = False,
+        tf32: bool = False,
     ) -> None:
         device = torch.device(device)
         super().__init__(meta_for(model, "eager", precision, (1, max_batch, max_batch)), device)
         if channels_last is None:
             channels_last = device.type == "cuda"
         self.channels_last = channels_last
+        self.tf32 = tf32
         self.module = prepare_module(model, device, precision, channels_last)
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._plain
         if cuda_graphs:
@@ -109,4 +124,5 @@ class EagerEngine(Engine):
 
     @torch.inference_mode()
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward(x)
+        with conv_precision(self.meta.precision, self.tf32):
+            return self._forward(x)

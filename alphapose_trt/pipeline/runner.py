@@ -88,14 +88,30 @@ class PosePipeline:
         self.detector, self.pose, self.config = detector, pose, config
         self.device = torch.device(device)
         self.pose_hw, self.mean, self.crop_scale, self.pairs = _pose_facts(pose)
+        self._staging: dict[tuple, list[tuple[torch.Tensor, torch.cuda.Event]]] = {}
 
     # -- stages ---------------------------------------------------------------------------------
     def _upload(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
-        """(B, 3, H, W) uint8 on the device from same-size HxWx3 RGB frames, one copy."""
-        host = torch.from_numpy(np.ascontiguousarray(np.stack(frames)))
-        if self.device.type == "cuda":
-            host = host.pin_memory()
-        return host.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        """(B, 3, H, W) uint8 on the device from same-size HxWx3 RGB frames.
+
+        On CUDA each frame is copied once, straight into a reused pinned staging buffer, and sent
+        with an asynchronous copy; two buffers alternate so filling the next batch overlaps the
+        previous transfer (an event guards a buffer until its transfer is done).
+        """
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+        shape = (len(frames), *frames[0].shape)
+        slots = self._staging.setdefault(shape, [])
+        if len(slots) < 2:
+            slots.append((torch.empty(shape, dtype=torch.uint8, pin_memory=True), torch.cuda.Event()))
+        buffer, done = slots.pop(0)
+        done.synchronize()
+        for i, frame in enumerate(frames):
+            buffer[i].numpy()[...] = frame
+        device_batch = buffer.to(self.device, non_blocking=True)
+        done.record()
+        slots.append((buffer, done))
+        return device_batch.permute(0, 3, 1, 2)
 
     def detect(self, batch: torch.Tensor) -> list[torch.Tensor]:
         """Boxes (M, 5) x1 y1 x2 y2 score per frame of a same-size uint8 batch."""
