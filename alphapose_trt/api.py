@@ -95,9 +95,14 @@ class PoseEstimator:
     def process(
         self, frames: Iterable[np.ndarray], detections: Sequence[np.ndarray] | None = None
     ) -> Iterator[list[Person]]:
-        """Persons per frame for a stream of frames, batched `config.det_batch` frames at a time."""
-        start = 0
-        for chunk in batched(frames, self.config.det_batch):
-            dets = None if detections is None else detections[start : start + len(chunk)]
-            yield from self.pipeline.process_batch(chunk, dets)
-            start += len(chunk)
+        """Persons per frame for a stream of frames, batched `config.det_batch` frames at a time
+        with one batch in flight (host and GPU work overlap)."""
+
+        def batches():
+            start = 0
+            for chunk in batched(frames, self.config.det_batch):
+                yield None, chunk, None if detections is None else detections[start : start + len(chunk)]
+                start += len(chunk)
+
+        for _, results in self.pipeline.process_stream(batches()):
+            yield from results

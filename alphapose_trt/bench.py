@@ -604,18 +604,20 @@ def _chunks(frames: Sequence[np.ndarray], size: int) -> list[Sequence[np.ndarray
 def time_pipeline(
     pipeline: Any, frames: Sequence[np.ndarray], batch: int, warmup: int, device: torch.device
 ) -> PipelineRow:
-    """Host wall time of every `process_batch` call (each returns host results, so it is synced)."""
+    """Host wall time between the results of consecutive batches of `process_stream` (one batch
+    in flight, as `infer` runs), so the total is the end-to-end time for all frames."""
     chunks = _chunks(frames, batch)
-    for i in range(warmup):
-        pipeline.process_batch(chunks[i % len(chunks)])
+    for _ in pipeline.process_stream((None, chunks[i % len(chunks)], None) for i in range(warmup)):
+        pass
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     times, persons = [], 0
-    for chunk in chunks:
-        start = time.perf_counter()
-        results = pipeline.process_batch(chunk)
-        times.append((time.perf_counter() - start) * 1e3)
+    start = time.perf_counter()
+    for _, results in pipeline.process_stream((None, chunk, None) for chunk in chunks):
+        now = time.perf_counter()
+        times.append((now - start) * 1e3)
+        start = now
         persons += sum(len(r) for r in results)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return PipelineRow("", "", batch, frames=len(frames), batch_ms=times, persons_per_frame=persons / len(frames),
@@ -652,21 +654,19 @@ def decode_fps(path: Path, limit: int) -> float:
 
 
 def video_pipeline_fps(pipeline: Any, path: Path, limit: int, batch: int) -> float:
-    """Frames per second of decode + BGR->RGB + the pipeline, from the file."""
-    import cv2
+    """Frames per second of the whole `infer` data path from the file: the reader thread
+    (decode + BGR->RGB), batches of `batch` frames, `process_stream`."""
+    from itertools import islice
 
-    pending: list[np.ndarray] = []
+    from alphapose_trt.api import batched
+    from alphapose_trt.io.sources import open_source
 
-    def take(frame: np.ndarray) -> None:
-        pending.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-        if len(pending) == batch:
-            pipeline.process_batch(pending)
-            pending.clear()
-
+    count = 0
     start = time.perf_counter()
-    count = _read_video(path, limit, take)
-    if pending:
-        pipeline.process_batch(pending)
+    with open_source(video=path) as source:
+        chunks = batched((f.image for f in islice(source, limit)), batch)
+        for _, results in pipeline.process_stream((None, chunk, None) for chunk in chunks):
+            count += len(results)
     return count / (time.perf_counter() - start)
 
 

@@ -162,10 +162,12 @@ def run_infer(args: argparse.Namespace) -> int:
     interrupted = False
     try:
         total = source.length
+        batches = (
+            (chunk, [f.image for f in chunk], None if detfile is None else [_detections_for(f, detfile) for f in chunk])
+            for chunk in batched(source, args.det_batch)
+        )
         with tqdm(total=total, unit="frame", desc="infer", dynamic_ncols=True) as bar:
-            for chunk in batched(source, args.det_batch):
-                dets = None if detfile is None else [_detections_for(f, detfile) for f in chunk]
-                results = estimator.pipeline.process_batch([f.image for f in chunk], dets)
+            for chunk, results in estimator.pipeline.process_stream(batches):
                 for frame, people in zip(chunk, results):
                     h, w = frame.image.shape[:2]
                     sink.write(frame, FrameResult(frame.image_id, people, h, w))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -22,8 +22,10 @@ from alphapose_trt.pipeline import crop as crop_ops
 from alphapose_trt.pipeline import decode as decode_ops
 from alphapose_trt.pipeline import detect as detect_ops
 from alphapose_trt.pipeline.pose_nms import PoseNmsResult, pose_nms, pose_nms_reference
-from alphapose_trt.results import FrameResult, Person
+from alphapose_trt.results import Person
 from alphapose_trt.skeleton import flip_pairs
+
+T = TypeVar("T")
 
 
 
@@ -69,6 +71,29 @@ def _persons(nms: PoseNmsResult) -> list[Person]:
             )
         )
     return out
+
+
+@dataclass
+class _InFlight:
+    """A batch whose (frame index, boxes, keypoints, scores) are on their way to the host."""
+
+    frames: int
+    host: list[torch.Tensor]
+    ready: torch.cuda.Event | None
+
+    @classmethod
+    def start(cls, frames: int, tensors: Sequence[torch.Tensor]) -> "_InFlight":
+        if tensors[0].device.type != "cuda":
+            return cls(frames, list(tensors), None)
+        host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True) for t in tensors]
+        ready = torch.cuda.Event()
+        ready.record()
+        return cls(frames, host, ready)
+
+    def wait(self) -> list[np.ndarray]:
+        if self.ready is not None:
+            self.ready.synchronize()
+        return [t.numpy() for t in self.host]
 
 
 class PosePipeline:
@@ -158,8 +183,31 @@ class PosePipeline:
     ) -> list[list[Person]]:
         """Persons of every frame (RGB uint8 HxWx3). `detections`: optional (M, 5) boxes per
         frame (x1, y1, x2, y2, score) that replace the detector."""
-        results: list[list[Person]] = []
-        start = 0
+        return self._finish(self._launch(frames, detections))
+
+    @torch.inference_mode()
+    def process_stream(
+        self, batches: Iterable[tuple[T, Sequence[np.ndarray], Sequence[np.ndarray] | None]]
+    ) -> Iterator[tuple[T, list[list[Person]]]]:
+        """`process_batch` over a stream of (key, frames, detections), one batch in flight.
+
+        Batch k+1 is staged and queued on the GPU before batch k's pose NMS runs on the host, so
+        host work (frame copies, NMS, the caller's writing) overlaps GPU work. Keys come back
+        with their results, in order.
+        """
+        pending = None
+        for key, frames, detections in batches:
+            launched = (key, self._launch(frames, detections))
+            if pending is not None:
+                yield pending[0], self._finish(pending[1])
+            pending = launched
+        if pending is not None:
+            yield pending[0], self._finish(pending[1])
+
+    def _launch(self, frames: Sequence[np.ndarray], detections: Sequence[np.ndarray] | None) -> list[_InFlight]:
+        """Queue the GPU work of a batch (one item per run of same-size frames); results are
+        copied to pinned host memory asynchronously."""
+        flights, start = [], 0
         for _, group in groupby(frames, key=lambda f: f.shape):
             group = list(group)
             batch = self._upload(group)
@@ -168,10 +216,15 @@ class PosePipeline:
             else:
                 boxes = [torch.as_tensor(np.asarray(d, dtype=np.float32).reshape(-1, 5), device=self.device)
                          for d in detections[start : start + len(group)]]
-            index, dets, coords, scores = self.estimate(batch, boxes)
-            host = [t.cpu().numpy() for t in (index, dets, coords, scores)]  # the one sync
-            results += [self._nms(host, i) for i in range(len(group))]
+            flights.append(_InFlight.start(len(group), self.estimate(batch, boxes)))
             start += len(group)
+        return flights
+
+    def _finish(self, flights: list[_InFlight]) -> list[list[Person]]:
+        results: list[list[Person]] = []
+        for flight in flights:
+            host = flight.wait()
+            results += [self._nms(host, i) for i in range(flight.frames)]
         return results
 
     def _nms(self, host: list[np.ndarray], frame: int) -> list[Person]:
@@ -229,7 +282,11 @@ class ReferencePipeline:
             results.append(_persons(nms))
         return results
 
+    def process_stream(
+        self, batches: Iterable[tuple[T, Sequence[np.ndarray], Sequence[np.ndarray] | None]]
+    ) -> Iterator[tuple[T, list[list[Person]]]]:
+        """Same interface as PosePipeline.process_stream, one batch at a time."""
+        for key, frames, detections in batches:
+            yield key, self.process_batch(frames, detections)
 
-def frame_results(ids: Sequence, frames: Sequence[np.ndarray], persons: Sequence[list[Person]]) -> list[FrameResult]:
-    """Wrap per-frame person lists with their ids and sizes."""
-    return [FrameResult(i, p, f.shape[0], f.shape[1]) for i, f, p in zip(ids, frames, persons)]
+
