@@ -12,7 +12,19 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=cs
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 case $stage in
   tests)
-    python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider --durations=10 2>&1 | tee "$out/gpu_tests.log" ;;
+    python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider --durations=10 ${TESTS_K:+-k "$TESTS_K"} 2>&1 | tee "$out/gpu_tests.log" ;;
+  aot)
+    # AOTInductor on this GPU: the build works; loading is probed in a child process first
+    $cli synth-weights .cache/aptrt/synthetic/seed0 >/dev/null
+    $cli export --model pose --format aot --batch 1 --precision fp16 --device cuda \
+      --weights .cache/aptrt/synthetic/seed0/fast_res50_256x192.pth -o "$out/pose.pt2"
+    $cli inspect "$out/pose.pt2" | head -1
+    $cli infer --image alphapose_trt/assets/examples/people_1.jpg --pose "$out/pose.pt2" \
+      --detector .cache/aptrt/synthetic/seed0/yolov3-spp.weights --outdir "$out/aot-infer" 2>&1 | tail -2 ;;
+  autotune)
+    COMPILE_MODE=max-autotune
+    $cli bench --model pose --backend compiled --precision fp16 --batch ${BATCHES:-1,64} --compile-mode max-autotune \
+      --outdir "$out/pose-autotune" 2>&1 | tail -12 ;;
   models)
     $cli bench --model pose --backend eager,compiled --precision fp16 --batch 1,64 \
       --compile-mode "${COMPILE_MODE:-reduce-overhead}" --outdir "$out/pose" 2>&1 | tail -25

@@ -83,8 +83,8 @@ def test_fast_pipeline_matches_reference_on_cuda(gpu_detector, pose_model):
     ref = ref_pipe.process_batch(frames)
     fast = PosePipeline(det32, pose32, "cuda", config).process_batch(frames)
     assert sum(map(len, ref)) > 0
-    # one detector-input pixel is 1920 / 608 image pixels
-    assert_same_persons(fast, ref, box_atol=1920 / 608, exact=False)
+    # letterbox rounding moves boxes by up to two detector-input pixels (1920 / 608 image px each)
+    assert_same_persons(fast, ref, box_atol=2 * 1920 / 608, exact=False)
     # on the same boxes, exact up to near-tie argmax flips
     boxes = [np.stack([np.r_[p.box[:2], p.box[:2] + p.box[2:], p.box_score] for p in f]) for f in ref]
     fast_same = PosePipeline(det32, pose32, "cuda", config).process_batch(frames, boxes)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from alphapose_trt.engines.base import META_KEY, Engine, EngineMeta
+from alphapose_trt.engines.base import META_KEY, Engine, EngineMeta, example_batch
 from alphapose_trt.engines.eager import meta_for, prepare_module
 from alphapose_trt.errors import AlphaPoseTrtError
 from alphapose_trt.models.load import LoadedModel, file_sha256
@@ -39,7 +39,7 @@ def export_aot(
     meta = meta_for(model, "aot", precision, batch).with_(extra={**model.extra, "device": device.type})
     module = prepare_module(model, device, precision, channels_last=device.type == "cuda")
     h, w = model.input_hw
-    example = torch.rand(batch[1], 3, h, w, dtype=meta.dtype, device=device)
+    example = torch.rand(example_batch(batch), 3, h, w, dtype=meta.dtype, device=device)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=batch[0], max=batch[2])},) if meta.dynamic else None
     with torch.inference_mode(False), torch.no_grad():
         program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes)

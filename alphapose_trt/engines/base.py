@@ -163,6 +163,13 @@ class Engine:
         return f"{type(self).__name__}({self.meta.describe()}, device={self.device})"
 
 
+def example_batch(batch: tuple[int, int, int]) -> int:
+    """Batch size of the example input for torch.export: opt, but at least 2 for a dynamic
+    range, since export specialises a dimension whose example value is 1."""
+    lo, opt, hi = batch
+    return opt if lo == hi else max(opt, 2)
+
+
 def powers_of_two_up_to(n: int) -> tuple[int, ...]:
     """Batch buckets for shape-specialised backends: 1, 2, 4, ... and n itself.
 

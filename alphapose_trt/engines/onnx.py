@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from alphapose_trt.engines.base import INPUT_NAME, META_KEY, Engine, EngineMeta
+from alphapose_trt.engines.base import INPUT_NAME, META_KEY, Engine, EngineMeta, example_batch
 from alphapose_trt.engines.eager import meta_for, prepare_module
 from alphapose_trt.errors import AlphaPoseTrtError, require
 from alphapose_trt.models.load import LoadedModel
@@ -32,7 +32,7 @@ def export_onnx(
     meta = meta_for(model, "onnx", precision, batch)
     module = prepare_module(model, torch.device("cpu"), precision, channels_last=False)
     h, w = model.input_hw
-    example = torch.rand(batch[1], 3, h, w, dtype=meta.dtype)
+    example = torch.rand(example_batch(batch), 3, h, w, dtype=meta.dtype)
     dynamic_shapes = None
     if meta.dynamic:
         dim = torch.export.Dim("batch", min=batch[0], max=batch[2])
