@@ -68,14 +68,15 @@ def assert_same_persons(fast, ref, box_atol: float = 1e-3, exact: bool = True):
     exact (same input boxes): every keypoint either at the same place, or moved between two
     heatmap peaks of nearly equal height (an argmax flip on a near tie, which random synthetic
     heatmaps have and trained ones rarely do). Otherwise (boxes from two detector paths differ
-    slightly, so the crops do): the typical keypoint moves by well under a pixel.
+    slightly, so the crops do): box scores within 0.01 and the typical keypoint moves by well
+    under a pixel.
     """
     assert [len(p) for p in fast] == [len(p) for p in ref]
     moved, tied, dist = [], [], []
     for pf, pr in zip(fast, ref):
         for a, b in zip(pf, pr):
             np.testing.assert_allclose(a.box, b.box, atol=box_atol)
-            assert a.box_score == pytest.approx(b.box_score, abs=1e-3)
+            assert a.box_score == pytest.approx(b.box_score, abs=1e-3 if exact else 1e-2)
             dist.append(np.linalg.norm(a.keypoints - b.keypoints, axis=1))
             moved.append(dist[-1] > 1e-2)
             tied.append(np.abs(a.keypoint_scores - b.keypoint_scores) <= 1e-2 * np.abs(b.keypoint_scores))

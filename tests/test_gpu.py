@@ -13,9 +13,10 @@ import torch
 
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import EagerEngine
+from alphapose_trt.pipeline import crop as crop_ops
 from alphapose_trt.pipeline import detect as detect_ops
 from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline, ReferencePipeline
-from conftest import assert_same_persons, make_frame
+from conftest import make_frame
 
 pytestmark = pytest.mark.gpu
 MAX_BATCH = 8
@@ -80,13 +81,38 @@ def test_fast_pipeline_matches_reference_on_cuda(gpu_detector, pose_model):
     det32 = EagerEngine(gpu_detector, "cuda", "fp32", channels_last=False)
     pose32 = EagerEngine(pose_model, "cuda", "fp32", channels_last=False)
     ref_pipe = ReferencePipeline(det32, pose32, config)
-    ref = ref_pipe.process_batch(frames)
-    fast = PosePipeline(det32, pose32, "cuda", config).process_batch(frames)
-    assert sum(map(len, ref)) > 0
-    # letterbox rounding moves boxes by up to two detector-input pixels (1920 / 608 image px each)
-    assert_same_persons(fast, ref, box_atol=2 * 1920 / 608, exact=False)
-    # on the same boxes, exact up to near-tie argmax flips
-    boxes = [np.stack([np.r_[p.box[:2], p.box[:2] + p.box[2:], p.box_score] for p in f]) for f in ref]
-    fast_same = PosePipeline(det32, pose32, "cuda", config).process_batch(frames, boxes)
-    ref_same = ref_pipe.process_batch(frames, boxes)
-    assert_same_persons(fast_same, ref_same, exact=True)
+    fast_pipe = PosePipeline(det32, pose32, "cuda", config)
+    # detector stage: letterbox rounding moves boxes by up to two detector-input pixels (1920 / 608
+    # image px each) and objectness by < 0.01
+    ref_boxes = []
+    with torch.inference_mode():
+        fast_boxes = fast_pipe.detect(fast_pipe._upload(frames))
+    for frame, got in zip(frames, fast_boxes):
+        want = ref_pipe.detect(frame)
+        got = got.cpu().numpy()
+        assert got.shape == want.shape and len(want) > 0
+        # boxes of near-equal score may swap places: match each reference box to its nearest
+        gap = np.abs(want[:, None, :4] - got[None, :, :4]).max(axis=2)
+        match = gap.argmin(axis=1)
+        assert sorted(match) == list(range(len(want)))
+        assert gap.min(axis=1).max() <= 2 * 1920 / 608
+        np.testing.assert_allclose(got[match, 4], want[:, 4], atol=1e-2)
+        ref_boxes.append(want)
+    # crops, pose and decode on the same boxes (pose NMS is exact on the host, test_pose_nms.py).
+    # The CUDA crops equal cv2.warpAffine's to 1/255; with random weights such a difference still
+    # moves a few keypoints to another peak (random heatmaps have no dominant one), so at least
+    # 95 % must be identical. End-to-end keypoints are not compared for the same reason.
+    with torch.inference_mode():
+        batch = fast_pipe._upload(frames)
+        dets = [torch.from_numpy(b).cuda() for b in ref_boxes]
+        _, _, coords, scores = fast_pipe.estimate(batch, dets)
+        crops, _ = crop_ops.crop(batch, torch.zeros(len(ref_boxes[0]), dtype=torch.long, device="cuda"),
+                                 dets[0][:, :4], fast_pipe.pose_hw, fast_pipe.mean)
+    for i, det in enumerate(ref_boxes[0]):
+        center, scale = (t[0].numpy() for t in crop_ops.box_to_center_scale(torch.from_numpy(det[None, :4])))
+        want_crop = crop_ops.crop_reference(frames[0], center, scale, fast_pipe.pose_hw, fast_pipe.mean)
+        assert np.abs(crops[i].cpu().numpy() - want_crop).max() <= 1 / 255 + 1e-5
+    want = [ref_pipe.estimate(frame, boxes) for frame, boxes in zip(frames, ref_boxes)]
+    want_coords = np.concatenate([c for c, _ in want])
+    moved = np.linalg.norm(coords.cpu().numpy() - want_coords, axis=2) > 1e-2
+    assert moved.mean() <= 0.05, f"{moved.mean():.1%} of keypoints moved"
