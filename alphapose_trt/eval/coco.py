@@ -147,12 +147,14 @@ class CocoKeypointDataset:
         return sorted(images, key=lambda im: im.id)
 
     def _check_image_files(self) -> None:
-        """Fail before a long run, not at image 4000, when image files are missing."""
-        missing = [im.path for im in self.images if not im.path.is_file()]
-        if missing:
-            raise AlphaPoseTrtError(
-                f"{missing[0]}: image listed in {self.annotation_file} not found "
-                f"({len(missing)} of {len(self.images)} images missing)")
+        """Say up front, not at image 4000, when image files are missing. Not fatal: the run
+        reads what is there and reports every missing or unreadable image as skipped."""
+        self.missing = [im.path for im in self.images if not im.path.is_file()]
+        if self.missing:
+            warnings.warn(
+                f"{self.missing[0]}: image listed in {self.annotation_file} not found "
+                f"({len(self.missing)} of {len(self.images)} images missing; they are skipped and counted)",
+                stacklevel=3)
 
     def _read_gt_boxes(self, annotations: list[Mapping[str, Any]]) -> dict[int, np.ndarray]:
         """GT-box mode's person boxes per image id, (N, 4) float32 x1y1x2y2 (N may be 0)."""
