@@ -164,3 +164,20 @@ def test_grayscale_and_rgba_images_are_converted(model_args, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "processed 3 frames" in captured.out and "skipped" not in captured.err
     assert {r["image_id"] for r in load_results(out)} <= {"gray.png", "rgba.png", "deep.png"}
+
+
+def test_python_api_single_image_and_stream(synthetic_weights, image_dir):
+    from alphapose_trt.api import PoseEstimator
+    from alphapose_trt.pipeline.runner import PipelineConfig
+
+    est = PoseEstimator(detector=synthetic_weights["detector"], pose=synthetic_weights["pose"], device="cpu",
+                        config=PipelineConfig(max_persons=MAX_PERSONS, det_batch=2), img_size=TEST_DETECTOR_SIZE)
+    frames = [make_frame(96, 128, s) for s in (2, 10, 1)]
+    single = est(frames[0])
+    assert 1 <= len(single) <= MAX_PERSONS
+    assert single[0].keypoints.shape == (17, 2) and single[0].keypoint_scores.shape == (17,)
+    streamed = list(est.process(frames))  # two batches (2 + 1), one in flight
+    assert len(streamed) == 3
+    np.testing.assert_allclose(streamed[0][0].keypoints, single[0].keypoints, atol=1e-4)
+    from_file = est(image_dir / "img2.png")
+    assert len(from_file) >= 1
