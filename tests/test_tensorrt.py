@@ -14,11 +14,11 @@ from alphapose_trt.engines import export_engine, open_engine
 from alphapose_trt.engines.eager import EagerEngine
 
 pytestmark = pytest.mark.gpu
-tensorrt = pytest.importorskip("tensorrt", reason="TensorRT is not installed here")
 
 
 @pytest.mark.parametrize("precision,tol", [("fp32", 1e-3), ("fp16", 1e-2)])
 def test_dynamic_pose_engine_matches_eager_fp32(pose_model, tmp_path, precision, tol):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed here")
     path = tmp_path / f"pose-{precision}.engine"
     export_engine(pose_model, "tensorrt", path, (1, 4, 8), precision)
     engine = open_engine(path, kind="pose", device="cuda")
