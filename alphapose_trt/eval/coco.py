@@ -28,6 +28,7 @@ import torch
 
 from ..errors import AlphaPoseTrtError, require
 from ..fileio import atomic_write
+from ..pipeline.pose_nms import MAX_WEIGHT
 from ..results import Person
 from ..skeleton import COCO_OKS_SIGMAS, NUM_COCO_KEYPOINTS
 
@@ -35,8 +36,9 @@ DEFAULT_ANNOTATION_FILE = Path("annotations") / "person_keypoints_val2017.json"
 DEFAULT_IMAGE_DIR = Path("val2017")
 PERSON_CATEGORY_ID = 1
 
-# Weight of the best joint in AlphaPose's person score (mean + 1.25 * max [+ box score]).
-PERSON_SCORE_MAX_WEIGHT = 1.25
+# Weight of the best joint in AlphaPose's person score (mean + 1.25 * max [+ box score]):
+# the constant pose NMS uses, kept in one place.
+PERSON_SCORE_MAX_WEIGHT = MAX_WEIGHT
 
 # COCOeval.stats for iouType 'keypoints', in its order.
 METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
