@@ -416,10 +416,7 @@ def _modes(boxes: str) -> tuple[str, ...]:
 def _estimator(args: argparse.Namespace, spec: EngineSpec, use_detector: bool) -> PoseEstimator:
     """Open the engines of one spec: the command's flags with the spec's overrides."""
     merged = argparse.Namespace(**{**vars(args), **spec.overrides})
-    try:
-        return estimator_from_args(merged, use_detector=use_detector)
-    except ValueError as exc:  # the pipelines reject unsuitable engines with ValueError
-        raise AlphaPoseTrtError(f"{spec.label or 'validate'}: {exc}") from exc
+    return estimator_from_args(merged, use_detector=use_detector)
 
 
 def _close(estimator: PoseEstimator) -> None:

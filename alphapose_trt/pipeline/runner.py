@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from alphapose_trt.engines.base import Engine
+from alphapose_trt.errors import AlphaPoseTrtError
 from alphapose_trt.pipeline import crop as crop_ops
 from alphapose_trt.pipeline import decode as decode_ops
 from alphapose_trt.pipeline import detect as detect_ops
@@ -109,9 +110,9 @@ class PosePipeline:
         config: PipelineConfig = PipelineConfig(),
     ) -> None:
         if detector is not None and detector.meta.model != "detector":
-            raise ValueError(f"detector engine is a {detector.meta.model} engine")
+            raise AlphaPoseTrtError(f"the detector engine is a {detector.meta.model} engine")
         if pose.meta.model != "pose":
-            raise ValueError(f"pose engine is a {pose.meta.model} engine")
+            raise AlphaPoseTrtError(f"the pose engine is a {pose.meta.model} engine")
         self.detector, self.pose, self.config = detector, pose, config
         self.device = torch.device(device)
         self.pose_hw, self.mean, self.crop_scale, self.pairs = _pose_facts(pose)
@@ -244,7 +245,9 @@ class ReferencePipeline:
     def __init__(self, detector: Engine | None, pose: Engine, config: PipelineConfig = PipelineConfig()) -> None:
         for engine, kind in ((detector, "detector"), (pose, "pose")):
             if engine is not None and (engine.meta.precision != "fp32" or engine.meta.format != "eager"):
-                raise ValueError(f"the reference {kind} must be an eager fp32 engine, got {engine.meta.describe()}")
+                raise AlphaPoseTrtError(
+                    f"--reference needs eager fp32 weights for the {kind}, got {engine.meta.describe()}"
+                )
         self.detector, self.pose, self.config = detector, pose, config
         self.pose_hw, self.mean, self.crop_scale, self.pairs = _pose_facts(pose)
         self.aspect = self.pose_hw[1] / self.pose_hw[0]
