@@ -96,7 +96,7 @@ class PoseEstimator:
         self, frames: Iterable[np.ndarray], detections: Sequence[np.ndarray] | None = None
     ) -> Iterator[list[Person]]:
         """Persons per frame for a stream of frames, batched `config.det_batch` frames at a time
-        with one batch in flight (host and GPU work overlap)."""
+        with later batches in flight (host and GPU work overlap)."""
 
         def batches():
             start = 0

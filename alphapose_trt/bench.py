@@ -604,8 +604,8 @@ def _chunks(frames: Sequence[np.ndarray], size: int) -> list[Sequence[np.ndarray
 def time_pipeline(
     pipeline: Any, frames: Sequence[np.ndarray], batch: int, warmup: int, device: torch.device
 ) -> PipelineRow:
-    """Host wall time between the results of consecutive batches of `process_stream` (one batch
-    in flight, as `infer` runs), so the total is the end-to-end time for all frames."""
+    """Host wall time between the results of consecutive batches of `process_stream` (as `infer`
+    runs it), so the total is the end-to-end time for all frames."""
     chunks = _chunks(frames, batch)
     for _ in pipeline.process_stream((None, chunks[i % len(chunks)], None) for i in range(warmup)):
         pass
@@ -833,8 +833,8 @@ def _header(report: dict[str, Any]) -> list[str]:
     cuda = f", driver {env.get('driver') or '?'}, CUDA {env['cuda']}" if env["device_type"] == "cuda" else ""
     if report["model"] == "pipeline":
         method = [
-            f"- timing: host wall clock of every process_batch call (each returns host results), "
-            f"after {s['warmup']} warm-up calls",
+            f"- timing: host wall clock of the whole `process_stream` over the frames (as `infer` runs: "
+            f"three batches in flight, every result back on the host), after {s['warmup']} warm-up batches",
             "- baseline: the reference pipeline (AlphaPose's way: per frame and per crop, eager fp32), this run",
         ]
     else:

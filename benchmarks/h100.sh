@@ -40,7 +40,7 @@ for i in range(300):
     w.write(np.roll(base, 4 * i, axis=1))
 w.release()
 PY
-    $cli bench --model pipeline --backend eager,compiled --precision fp16 --batch 8 --frames 64 \
+    $cli bench --model pipeline --backend eager,compiled --precision fp16 --batch 8 --frames ${FRAMES:-256} \
       --max-persons 8 --compile-mode "${COMPILE_MODE:-reduce-overhead}" --video "$out/clip1080.mp4" \
       --outdir "$out/pipeline" 2>&1 | tail -25 ;;
 esac

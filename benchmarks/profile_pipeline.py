@@ -3,7 +3,7 @@
     python3 benchmarks/profile_pipeline.py [--backend compiled|eager+graphs] [--frames 64]
 
 Synthetic weights from the bench cache; 1080p frames in memory, 8 persons per frame, 8 frames per
-call, one batch in flight (as `infer` runs).
+call, `process_stream` as `infer` runs it.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> None:
                 host[name] += time.perf_counter() - t
         return wrapper
 
-    for name in ("_upload", "detect", "estimate", "_finish", "_nms"):
+    for name in ("upload", "_start_detect", "_boxes", "_estimate", "_finish"):
         setattr(pipe, name, timed(name, getattr(pipe, name)))
     for _ in pipe.process_stream((None, c, None) for c in chunks[:3]):
         pass
@@ -62,7 +62,7 @@ def main() -> None:
     total = time.perf_counter() - start
     print(f"{args.backend}: {len(frames) / total:.1f} frames/s; host seconds per stage (of {total:.3f}):")
     for name, sec in host.most_common():
-        print(f"  {name:10s} {sec:.3f}  ({sec / len(chunks) * 1e3:.1f} ms per batch of 8)")
+        print(f"  {name:14s} {sec:.3f}  ({sec / len(chunks) * 1e3:.1f} ms per batch of 8)")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in pipe.process_stream((None, c, None) for c in chunks[:3]):
             pass

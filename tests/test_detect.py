@@ -10,10 +10,12 @@ from alphapose_trt.errors import AlphaPoseTrtError
 from alphapose_trt.pipeline.detect import (
     LETTERBOX_FILL,
     LetterboxInfo,
+    candidates,
     letterbox,
     letterbox_reference,
     postprocess,
     postprocess_reference,
+    select,
 )
 
 # Measured max |fast - reference| over these cases: exactly 1/255 (about 0.01 % to 0.4 % of the
@@ -128,6 +130,27 @@ def test_postprocess_top_k_and_min_area(random_batch) -> None:
         limits = {"max_persons": 3, "min_box_area": 8000.0}
         ref = postprocess_reference(raw[i], info.scale, info.image_hw, **limits)
         _assert_same_boxes(postprocess(torch.from_numpy(raw[i : i + 1]), info, **limits)[0], ref)
+
+
+def test_candidates_are_fixed_size_and_their_top_rows_suffice(random_batch) -> None:
+    """The fast pipeline copies only the first rows of `candidates` to the host: any cut that
+    keeps every image's count gives `postprocess`'s boxes, and the ranking is score-then-anchor."""
+    raw, info = random_batch
+    boxes, counts = candidates(torch.from_numpy(raw))
+    assert boxes.shape == (2, raw.shape[1], 5) and counts.shape == (2,)
+    for i in range(2):
+        n = int(counts[i])
+        scores = boxes[i, :n, 4]
+        classes = raw[i, :, 5:]
+        kept = (raw[i, :, 4] > 0.1) & (classes.argmax(axis=1) == 0) & (classes.max(axis=1) != 0)
+        assert n == kept.sum() > 0
+        assert bool((scores[:-1] >= scores[1:]).all())
+        np.testing.assert_array_equal(scores.numpy(), np.sort(raw[i, kept, 4])[::-1])
+    cut = select(boxes[:, : int(counts.max())], counts, info)
+    for got, want in zip(cut, postprocess(torch.from_numpy(raw), info)):
+        assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="candidates"):
+        select(boxes[:, : int(counts.max()) - 1], counts, info)
 
 
 def _pairs_raw(num_pairs: int) -> np.ndarray:

@@ -86,7 +86,7 @@ def test_fast_pipeline_matches_reference_on_cuda(gpu_detector, pose_model):
     # image px each) and objectness by < 0.01
     ref_boxes = []
     with torch.inference_mode():
-        fast_boxes = fast_pipe.detect(fast_pipe._upload(frames))
+        fast_boxes = fast_pipe.detect(fast_pipe.upload(frames))
     for frame, got in zip(frames, fast_boxes):
         want = ref_pipe.detect(frame)
         got = got.cpu().numpy()
@@ -103,11 +103,10 @@ def test_fast_pipeline_matches_reference_on_cuda(gpu_detector, pose_model):
     # moves a few keypoints to another peak (random heatmaps have no dominant one), so at least
     # 95 % must be identical. End-to-end keypoints are not compared for the same reason.
     with torch.inference_mode():
-        batch = fast_pipe._upload(frames)
-        dets = [torch.from_numpy(b).cuda() for b in ref_boxes]
-        _, _, coords, scores = fast_pipe.estimate(batch, dets)
+        batch = fast_pipe.upload(frames)
+        coords, scores = fast_pipe.estimate(batch, ref_boxes)
         crops, _ = crop_ops.crop(batch, torch.zeros(len(ref_boxes[0]), dtype=torch.long, device="cuda"),
-                                 dets[0][:, :4], fast_pipe.pose_hw, fast_pipe.mean)
+                                 torch.from_numpy(ref_boxes[0][:, :4]).cuda(), fast_pipe.pose_hw, fast_pipe.mean)
     for i, det in enumerate(ref_boxes[0]):
         center, scale = (t[0].numpy() for t in crop_ops.box_to_center_scale(torch.from_numpy(det[None, :4])))
         want_crop = crop_ops.crop_reference(frames[0], center, scale, fast_pipe.pose_hw, fast_pipe.mean)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -279,6 +280,182 @@ def test_undecodable_video_frames_are_recorded(tmp_path, monkeypatch, frames, ba
         assert what.endswith(label) and reason in why
     assert len(source.failures) == len(want_failed) + stopped
     assert any("in a row" in why for _, why in source.failures) == stopped
+
+
+# --------------------------------------------------------------------------- conversion pool
+
+ORDER_FRAMES = 40
+# Frame i is gray 6*i on its left half: MJPG keeps flat gray within VIDEO_TOLERANCE < 6, so the
+# number reads back unambiguously; the right half is a fixed colour that shows a channel swap.
+ORDER_STEP = 6
+ORDER_COLOR_BGR = (200, 120, 30)
+
+
+def _numbered(i: int, size: tuple[int, int] = VIDEO_SIZE) -> np.ndarray:
+    width, height = size
+    image = np.empty((height, width, 3), np.uint8)
+    image[:, : width // 2] = ORDER_STEP * i
+    image[:, width // 2:] = ORDER_COLOR_BGR
+    return image
+
+
+def _frame_number(rgb: np.ndarray) -> int:
+    return round(float(rgb[:, : rgb.shape[1] // 2].mean()) / ORDER_STEP)
+
+
+def _pool_threads() -> list[threading.Thread]:
+    return [t for t in _reader_threads() if ":convert" in t.name]
+
+
+@pytest.fixture(scope="module")
+def numbered_video(tmp_path_factory) -> Path:
+    """40 frames of 64x48, MJPG, each carrying its frame number in its pixel values."""
+    path = tmp_path_factory.mktemp("numbered") / "numbered.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), VIDEO_FPS, VIDEO_SIZE)
+    assert writer.isOpened()
+    for i in range(ORDER_FRAMES):
+        writer.write(_numbered(i))
+    writer.release()
+    return path
+
+
+def _reference_decode(path: Path) -> list[np.ndarray]:
+    """The slow reference: a plain read loop converting each frame on the calling thread."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return frames
+
+
+def test_video_frames_converted_on_the_pool_stay_in_order_and_exact(numbered_video):
+    expected = _reference_decode(numbered_video)
+    assert len(expected) == ORDER_FRAMES
+
+    source = open_source(video=numbered_video, queue_size=3)
+    frames = _frames(source)
+
+    assert [f.image_id for f in frames] == list(range(ORDER_FRAMES))
+    assert [f.index for f in frames] == list(range(ORDER_FRAMES))
+    assert [_frame_number(f.image) for f in frames] == list(range(ORDER_FRAMES))
+    for frame, reference in zip(frames, expected):
+        assert frame.image.dtype == np.uint8 and np.array_equal(frame.image, reference), frame.image_id
+    assert source.failures == [] and _reader_threads() == []
+
+
+def test_folder_read_on_the_pool_keeps_order_and_skips_a_corrupt_image(tmp_path):
+    rng = np.random.default_rng(0)
+    count, corrupt = 12, 5
+    for i in range(count):
+        if i == corrupt:
+            (tmp_path / f"img{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken in the middle")
+        else:
+            noisy = _numbered(i, (16, 8)) | rng.integers(0, 2, (8, 16, 3), np.uint8)  # exactness
+            _save(tmp_path / f"img{i}.png", noisy)
+    kept = [i for i in range(count) if i != corrupt]
+
+    source = open_source(indir=tmp_path, queue_size=2)
+    frames = _frames(source)
+
+    assert [f.image_id for f in frames] == [f"img{i}.png" for i in kept]
+    assert [f.index for f in frames] == list(range(len(kept)))
+    for frame in frames:
+        reference = cv2.cvtColor(cv2.imread(str(frame.path)), cv2.COLOR_BGR2RGB)
+        assert np.array_equal(frame.image, reference), frame.image_id
+    assert [Path(what).name for what, _ in source.failures] == [f"img{corrupt}.png"]
+    assert _reader_threads() == []
+
+
+def test_early_stop_ends_the_reader_and_its_pool(numbered_video):
+    source = open_source(video=numbered_video, queue_size=4)
+    taken = []
+    for frame in source:
+        taken.append(frame.image_id)
+        assert _pool_threads() and len(_pool_threads()) <= sources.CONVERT_WORKERS
+        if len(taken) == 3:
+            break
+    source.close()
+    assert taken == [0, 1, 2]
+    assert _reader_threads() == []
+
+
+def test_close_from_another_thread_ends_the_pass_quietly(numbered_video):
+    source = open_source(video=numbered_video, queue_size=4)
+    frames = iter(source)
+    assert next(frames).image_id == 0
+    closer = threading.Thread(target=source.close)
+    closer.start()
+    closer.join()
+    rest = [f.image_id for f in frames]  # frames converted before the close may still come
+    assert rest == list(range(1, 1 + len(rest))) and len(rest) < ORDER_FRAMES - 1
+    assert _reader_threads() == []
+
+
+def _wait_until(condition, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_pending_frames_count_against_the_queue_size(tmp_path, monkeypatch):
+    video = tmp_path / "long.mp4"
+    video.write_bytes(b"x")
+    capture = _FakeCapture(1000, set(), 1000)
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda target: capture)
+    queue_size = 2
+    with open_source(video=video, queue_size=queue_size) as source:
+        frames = iter(source)
+        assert next(frames).image_id == 0
+        # Frame 0 was taken, `queue_size` wait in the queue, one more waits to be put.
+        most_ahead = queue_size + 1
+        assert _wait_until(lambda: capture.position >= most_ahead)
+        time.sleep(0.2)
+        assert capture.position == most_ahead
+        frames.close()
+
+
+class _BrokenCapture(_FakeCapture):
+    """Grabbing frame `at` raises (a decoder crash) or retrieving it gives float samples."""
+
+    def __init__(self, at: int, how: str):
+        super().__init__(frames=10, bad=set(), reported=10)
+        self.at, self.how = at, how
+
+    def grab(self) -> bool:
+        if self.how == "grab" and self.position + 1 == self.at:
+            raise RuntimeError("decoder crashed")
+        return super().grab()
+
+    def retrieve(self):
+        ok, image = super().retrieve()
+        if self.how == "float" and self.position == self.at:
+            image = image.astype(np.float32)
+        return ok, image
+
+
+@pytest.mark.parametrize("how, error, needle", [
+    ("grab", RuntimeError, "decoder crashed"),
+    ("float", AlphaPoseTrtError, "unsupported sample type float32"),
+])
+def test_video_errors_reach_the_consumer_after_the_frames_before_them(tmp_path, monkeypatch, how,
+                                                                      error, needle):
+    video = tmp_path / "broken.mp4"
+    video.write_bytes(b"x")
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda target: _BrokenCapture(4, how))
+    taken = []
+    with open_source(video=video, queue_size=2) as source:
+        with pytest.raises(error, match=needle):
+            for frame in source:
+                taken.append(int(frame.image[0, 0, 0]))
+    assert taken == [0, 1, 2, 3] and source.failures == []
+    assert _reader_threads() == []
 
 
 # --------------------------------------------------------------------------- JSON sinks

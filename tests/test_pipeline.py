@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from alphapose_trt.engines.eager import EagerEngine
+from alphapose_trt.pipeline import runner
 from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline, ReferencePipeline
 from conftest import assert_same_persons, make_frame
 
@@ -40,7 +41,7 @@ def test_detector_stage_matches_reference(engines, frames):
     det, pose = engines
     fast = PosePipeline(det, pose, "cpu", CONFIG)
     ref = ReferencePipeline(det, pose, CONFIG)
-    boxes = fast.detect(fast._upload(frames))
+    boxes = fast.detect(fast.upload(frames))
     for frame, got in zip(frames, boxes):
         want = ref.detect(frame)
         # letterboxes differ by at most 1/255 on a few pixels (test_detect.py): boxes move by
@@ -95,9 +96,26 @@ def test_pose_engine_batches_are_split(engines, frames):
     small = PosePipeline(det, pose, "cpu", PipelineConfig(pose_batch=2)).estimate
     big = PosePipeline(det, pose, "cpu", PipelineConfig(pose_batch=16)).estimate
     pipe = PosePipeline(det, pose, "cpu", CONFIG)
-    batch = pipe._upload(frames)
+    batch = pipe.upload(frames)
     boxes = [torch.from_numpy(d) for d in dets]
     with torch.inference_mode():
         a, b = small(batch, boxes), big(batch, boxes)
+    assert a[0].shape == (10, 17, 2)
     for ta, tb in zip(a, b):
         torch.testing.assert_close(ta, tb, atol=1e-4, rtol=1e-4)
+
+
+def test_stream_matches_batches_and_crowd_overflow(engines, frames, monkeypatch):
+    """process_stream (three batches in flight) gives process_batch's results in order, and a
+    frame with more candidates than are copied ahead is fetched whole with the same result."""
+    det, pose = engines
+    pipe = PosePipeline(det, pose, "cpu", CONFIG)
+    batches = [[frames[0]], [frames[1], frames[0]], [frames[1]], [frames[0]]]
+    alone = [pipe.process_batch(b) for b in batches]
+    streamed = list(pipe.process_stream((i, b, None) for i, b in enumerate(batches)))
+    assert [k for k, _ in streamed] == [0, 1, 2, 3]
+    for (_, got), want in zip(streamed, alone):
+        assert_same_persons(got, want, exact=True)
+    monkeypatch.setattr(runner, "CANDIDATE_ROWS", 1)
+    assert sum(len(p) for p in alone[1]) > 2
+    assert_same_persons(pipe.process_batch(batches[1]), alone[1], exact=True)

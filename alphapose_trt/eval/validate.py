@@ -154,10 +154,10 @@ def _estimate_fast(
     start = 0
     for _, group in groupby(frames, key=lambda f: f.shape):
         group = list(group)
-        batch = pipeline._upload(group)  # noqa: SLF001 - the pipeline's own upload path
-        rows = [torch.as_tensor(b, device=pipeline.device) for b in boxes[start : start + len(group)]]
-        index, _, coords, scores = (t.cpu().numpy() for t in pipeline.estimate(batch, rows))
-        out += [(coords[index == i], scores[index == i]) for i in range(len(group))]
+        rows = boxes[start : start + len(group)]
+        coords, scores = (t.cpu().numpy() for t in pipeline.estimate(pipeline.upload(group), rows))
+        ends = np.cumsum([len(r) for r in rows])
+        out += [(c, s) for c, s in zip(np.split(coords, ends[:-1]), np.split(scores, ends[:-1]))]
         start += len(group)
     return out
 
@@ -286,8 +286,7 @@ def detect_frames(pipeline: Pipeline, frames: Sequence[np.ndarray]) -> list[np.n
             return [np.asarray(pipeline.detect(f), np.float32).reshape(-1, 5) for f in frames]
         out: list[np.ndarray] = []
         for _, group in groupby(frames, key=lambda f: f.shape):
-            batch = pipeline._upload(list(group))  # noqa: SLF001 - the pipeline's own upload path
-            out += [b.float().cpu().numpy().reshape(-1, 5) for b in pipeline.detect(batch)]
+            out += [b.numpy().reshape(-1, 5) for b in pipeline.detect(pipeline.upload(list(group)))]
         return out
 
 

@@ -1,7 +1,9 @@
 """Frame sources: images, folders, list files, videos, webcams and streams.
 
 Every source yields `Frame`s holding RGB uint8 HxWx3 images, decoded ahead on a reader thread
-that feeds a bounded queue, so decoding overlaps the GPU stage while memory stays bounded.
+that feeds a bounded queue, so decoding overlaps the GPU stage while memory stays bounded. The
+reader thread only decodes (or, for image files, only schedules): colour conversion and image
+file decoding run on a small thread pool, and the consumer waits for each result in order.
 Bad files inside an input (a corrupt image, an undecodable video frame) are skipped, logged and
 recorded in `Source.failures` instead of ending a long run; a bad input itself (a missing path,
 a folder without images, a video that cannot be opened) raises `AlphaPoseTrtError` at once.
@@ -16,9 +18,10 @@ import os
 import queue
 import re
 import threading
+from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -43,6 +46,11 @@ _UINT16_TO_UINT8 = 255.0 / 65535.0
 # How often blocked queue operations wake up to check whether the reader was stopped.
 _POLL_S = 0.1
 _JOIN_TIMEOUT_S = 10.0
+# Threads per pass that turn decoded video frames into RGB and read whole image files. Why a
+# pool: BGR->RGB of a 1080p frame (~0.7 ms) done on the decoding thread held a pass to about
+# 75 % of decode-alone speed; cv2 releases the GIL, so a few workers keep up with one decoder
+# and read the files of an image folder in parallel.
+CONVERT_WORKERS = 3
 
 _FLAG_NAMES = ("--image", "--indir", "--list", "--video", "--webcam", "--stream")
 
@@ -118,27 +126,56 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return image
 
 
+@dataclass
+class _PendingFrame:
+    """A frame whose RGB image is still being made on the conversion pool.
+
+    what: the name `Source.failures` records when the image turns out unreadable, and the frame
+    is skipped. None where that cannot be a one-off (a video's frames share one sample type):
+    the error then ends the pass, raised in the consumer.
+    """
+
+    image_id: str | int
+    path: Path | None
+    image: Future
+    what: str | None = None
+
+    def result(self) -> np.ndarray:
+        """The RGB image, or what the worker raised. Waits in _POLL_S slices so that Ctrl-C
+        reaches the consumer even where a blocking lock wait cannot be interrupted."""
+        while True:
+            try:
+                return self.image.result(timeout=_POLL_S)
+            except TimeoutError:
+                continue
+
+
+_Produce = Callable[[threading.Event, Executor], Iterator[_PendingFrame]]
+
+
 class _ReaderThread:
     """Runs a frame generator on a daemon thread and hands frames over through a bounded queue.
 
     Why a thread: decoding (cv2 releases the GIL) then overlaps the GPU work of the consumer;
-    the bounded queue keeps memory fixed when the consumer is slower than the decoder.
+    the bounded queue keeps memory fixed when the consumer is slower than the decoder. The
+    generator submits each frame's conversion to a pool owned by this pass and queues the
+    pending frame, so a queued item is at most one frame in memory and order is the queue's.
     Errors raised in the generator are re-raised in the consumer, after the frames before them.
     """
 
     _END = object()
 
-    def __init__(self, produce: Callable[[threading.Event], Iterator[Frame]], queue_size: int,
-                 name: str):
+    def __init__(self, produce: _Produce, queue_size: int, name: str):
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        self._pool = ThreadPoolExecutor(CONVERT_WORKERS, thread_name_prefix=f"{name}:convert")
         self._thread = threading.Thread(target=self._run, args=(produce,), name=name, daemon=True)
         self._thread.start()
 
-    def _run(self, produce: Callable[[threading.Event], Iterator[Frame]]) -> None:
+    def _run(self, produce: _Produce) -> None:
         try:
-            with contextlib.closing(produce(self._stop)) as frames:
+            with contextlib.closing(produce(self._stop, self._pool)) as frames:
                 for frame in frames:
                     if not self._put(frame):
                         return
@@ -156,7 +193,7 @@ class _ReaderThread:
                 continue
         return False
 
-    def __iter__(self) -> Iterator[Frame]:
+    def __iter__(self) -> Iterator[_PendingFrame]:
         while True:
             try:
                 item = self._queue.get(timeout=_POLL_S)
@@ -171,12 +208,14 @@ class _ReaderThread:
             yield item
 
     def stop(self) -> None:
-        """Stop decoding and wait (bounded) for the thread to release its file or device."""
+        """Stop decoding, wait (bounded) for the thread to release its file or device, then
+        cancel the conversions nobody will collect and end the pool's threads."""
         self._stop.set()
         self._thread.join(_JOIN_TIMEOUT_S)
         if self._thread.is_alive():
             logger.warning("reader thread %s did not stop within %.0f s (blocked in a read?)",
                            self._thread.name, _JOIN_TIMEOUT_S)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Source:
@@ -215,9 +254,26 @@ class Source:
         reader = _ReaderThread(self._produce, self._queue_size, name=f"reader:{self.name}")
         self._reader = reader
         try:
-            yield from reader
+            yield from self._in_order(reader)
         finally:
             reader.stop()
+
+    def _in_order(self, pending_frames: Iterable[_PendingFrame]) -> Iterator[Frame]:
+        """Wait for each frame's image in decoding order. An unreadable one is recorded and
+        skipped where it stands, so `index` counts only the frames actually yielded."""
+        position = 0
+        for pending in pending_frames:
+            try:
+                image = pending.result()
+            except UnreadableImageError as exc:
+                if pending.what is None:
+                    raise
+                self._record_failure(pending.what, exc.reason)
+                continue
+            except CancelledError:
+                return  # close() from another thread cancelled the conversions still queued
+            yield Frame(image_id=pending.image_id, image=image, path=pending.path, index=position)
+            position += 1
 
     def _stop_reader(self) -> None:
         if self._reader is not None:
@@ -238,7 +294,8 @@ class Source:
         logger.warning("skipped %s: %s", what, why)
         self.failures.append((what, why))
 
-    def _produce(self, stop: threading.Event) -> Iterator[Frame]:
+    def _produce(self, stop: threading.Event, pool: Executor) -> Iterator[_PendingFrame]:
+        """Decode on the reader thread; submit the rest of each frame's work to `pool`."""
         raise NotImplementedError
 
 
@@ -254,18 +311,11 @@ class ImageSource(Source):
     def length(self) -> int:
         return len(self.paths)
 
-    def _produce(self, stop: threading.Event) -> Iterator[Frame]:
-        position = 0
+    def _produce(self, stop: threading.Event, pool: Executor) -> Iterator[_PendingFrame]:
         for path, image_id in zip(self.paths, self.image_ids):
             if stop.is_set():
                 return
-            try:
-                image = read_image(path)
-            except UnreadableImageError as exc:
-                self._record_failure(str(path), exc.reason)
-                continue
-            yield Frame(image_id=image_id, image=image, path=path, index=position)
-            position += 1
+            yield _PendingFrame(image_id, path, pool.submit(read_image, path), what=str(path))
 
 
 class VideoSource(Source):
@@ -309,24 +359,24 @@ class VideoSource(Source):
             self._capture.release()
             self._capture = None
 
-    def _produce(self, stop: threading.Event) -> Iterator[Frame]:
+    def _produce(self, stop: threading.Event, pool: Executor) -> Iterator[_PendingFrame]:
         capture = self._capture if self._capture is not None else self._open()
         self._capture = None  # owned by this pass from now on
         try:
-            yield from self._decode(capture, stop)
+            yield from self._decode(capture, stop, pool)
         finally:
             capture.release()
 
-    def _decode(self, capture: cv2.VideoCapture, stop: threading.Event) -> Iterator[Frame]:
-        frame_number = position = consecutive = 0
+    def _decode(self, capture: cv2.VideoCapture, stop: threading.Event,
+                pool: Executor) -> Iterator[_PendingFrame]:
+        frame_number = consecutive = 0
+        source_path = self._path or Path(self.name)
         while not stop.is_set():
             grabbed = capture.grab()
             decoded = capture.retrieve()[1] if grabbed else None
             if decoded is not None:
                 consecutive = 0
-                image = _to_rgb8(decoded, self._path or Path(self.name))
-                yield Frame(image_id=frame_number, image=image, path=self._path, index=position)
-                position += 1
+                yield _PendingFrame(frame_number, self._path, pool.submit(_to_rgb8, decoded, source_path))
             elif grabbed or (self._count is not None and frame_number < self._count):
                 why = ("the frame could not be decoded" if grabbed else
                        f"read failed before the reported end ({self._count} frames, may be approximate)")

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from alphapose_trt.errors import AlphaPoseTrtError
+from alphapose_trt.pipeline.transfer import to_device
 
 DEFAULT_INPUT_HW = (256, 192)
 SCALE_MULT = 1.25
@@ -105,7 +106,7 @@ def crop(
 
     Args:
         frames (Tensor[B, 3, H, W] uint8): RGB frames (channels-last memory avoids a copy).
-        frame_index (Tensor[N] int): the frame each box belongs to.
+        frame_index (Tensor[N] int): the frame each box belongs to (range-checked when on the CPU).
         boxes_xyxy (Tensor[N, 4]): x1, y1, x2, y2 in image pixels.
         out_hw: crop (height, width), the pose network input; its aspect shapes the boxes.
         mean: RGB means subtracted after / 255 (the pose model's pixel_mean).
@@ -123,7 +124,7 @@ def crop(
     center, scale = box_to_center_scale(boxes_xyxy, out_w / out_h, scale_mult)
     src_x, src_y = _sampling_grid(center, scale, out_h, out_w)
     sampled = _bilinear_gather(frames, frame_index.long(), src_x, src_y)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=frames.device)
+    mean_t = to_device(mean, frames.device, torch.float32)
     crops = sampled.round_().div_(255).sub_(mean_t).permute(0, 3, 1, 2)
     return crops.to(dtype, memory_format=torch.contiguous_format), center_scale_to_box(center, scale)
 
@@ -142,7 +143,10 @@ def _check_crop_args(
             f"got {tuple(boxes.shape)} and {tuple(frame_index.shape)}"
         )
     batch = frames.shape[0]
-    if frame_index.is_floating_point() or bool(((frame_index < 0) | (frame_index >= batch)).any()):
+    if frame_index.is_floating_point():
+        raise AlphaPoseTrtError("crop frame_index must hold integer frame numbers")
+    # range-checked on the host only: reading a device tensor here would wait for the GPU queue
+    if frame_index.device.type == "cpu" and bool(((frame_index < 0) | (frame_index >= batch)).any()):
         raise AlphaPoseTrtError(f"crop frame_index must hold integer frame numbers in [0, {batch})")
     if len(out_hw) != 2 or min(int(s) for s in out_hw) < 1:
         raise AlphaPoseTrtError(f"crop size must be two positive integers (h, w), got {tuple(out_hw)}")

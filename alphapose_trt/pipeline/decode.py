@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from alphapose_trt.pipeline.transfer import to_device
+
 # Quarter-pixel step of the sub-pixel refinement.
 REFINE_STEP = 0.25
 
@@ -140,7 +142,7 @@ def flip_back(heatmaps: Tensor, flip_pairs: Sequence[tuple[int, int]]) -> Tensor
     if heatmaps.dim() != 4:
         raise ValueError(f"heatmaps must be (N, K, H, W), got shape {tuple(heatmaps.shape)}")
     num_joints, width = heatmaps.shape[1], heatmaps.shape[3]
-    channels = torch.tensor(_swap_permutation(num_joints, flip_pairs), device=heatmaps.device)
+    channels = to_device(_swap_permutation(num_joints, flip_pairs), heatmaps.device)
     # Output column x reads flipped column x - 1, i.e. source column W - x; column 0 reads W - 1.
     columns = torch.arange(width, 0, -1, device=heatmaps.device)
     columns[0] = width - 1

@@ -139,7 +139,7 @@ def postprocess(
     max_persons: int | None = None,
     min_box_area: float = 0.0,
 ) -> list[Tensor]:
-    """Person boxes of every image from the decoded YOLO output, all images in one NMS call.
+    """Person boxes of every image from the decoded YOLO output: `candidates`, then `select`.
 
     Args:
         raw (Tensor[B, N, 5 + C]): cx, cy, w, h (letterboxed pixels), objectness, C class scores.
@@ -147,25 +147,76 @@ def postprocess(
         conf: objectness threshold (kept when strictly above).
         nms: IoU threshold; a lower-scored box is suppressed at IoU >= nms (AlphaPose's areas).
         max_persons: keep at most this many boxes per image, highest scores first.
-        min_box_area: drop boxes whose area in image pixels is below this.
+        min_box_area: drop smaller boxes (square image pixels).
 
     Returns:
         B tensors (Tensor[M, 5] float32): x1, y1, x2, y2 in image pixels and the score, sorted by
         decreasing score.
     """
-    _check_postprocess_args(raw, conf, nms, max_persons)
-    batch = raw.shape[0]
-    image_index, boxes, scores = _candidates(raw.float(), conf)
-    keep = _nms_with_retry(boxes, scores, image_index, nms, batch)
-    boxes = _to_image_coords(boxes[keep], info)
-    scores, image_index = scores[keep], image_index[keep]
-    large = _large_enough(boxes, min_box_area)
-    dets = torch.cat([boxes[large], scores[large, None]], dim=1)
-    per_image = torch.split(dets, torch.bincount(image_index[large], minlength=batch).tolist())
-    return [d[:max_persons] for d in per_image]
+    boxes, counts = candidates(raw, conf)
+    return select(boxes, counts, info, nms, max_persons, min_box_area)
 
 
-def _check_postprocess_args(raw: Tensor, conf: float, nms: float, max_persons: int | None) -> None:
+def candidates(raw: Tensor, conf: float = CONF_THRESHOLD) -> tuple[Tensor, Tensor]:
+    """Every image's rows that AlphaPose keeps before NMS, best first, in fixed-size tensors.
+
+    Fixed shapes need no host sync (unlike `nonzero`): the fast pipeline queues this right after
+    the detector and copies only the top rows to the host, where NMS on a few boxes is cheap.
+    A candidate has objectness > conf, person (0) as its best class, and a non-zero class score
+    (an fp16 engine can underflow every class score to 0, and argmax would then say person).
+
+    Returns:
+        (Tensor[B, N, 5] float32: x1, y1, x2, y2 (letterboxed pixels), objectness, sorted by
+        decreasing objectness with ties in anchor order; rows from counts[i] on are not
+        candidates, Tensor[B] int64: candidates per image).
+    """
+    _check_candidates_args(raw, conf)
+    head = raw[..., :5].float()
+    objectness = head[..., 4]
+    best_score, best_class = raw[..., 5:].max(dim=-1)
+    keep = (objectness > conf) & (best_class == PERSON_CLASS) & (best_score != 0)
+    ranked = torch.where(keep, objectness, -1.0)  # objectness is a probability: rejects sort last
+    order = torch.sort(ranked, dim=1, descending=True, stable=True).indices
+    rows = head.gather(1, order[..., None].expand(-1, -1, 5))
+    centre, size = rows[..., 0:2], rows[..., 2:4]
+    boxes = torch.cat([centre - size / 2, centre + size / 2, rows[..., 4:5]], dim=-1)
+    return boxes, keep.sum(dim=1)
+
+
+def select(
+    boxes: Tensor,
+    counts: Tensor,
+    info: LetterboxInfo,
+    nms: float = NMS_THRESHOLD,
+    max_persons: int | None = None,
+    min_box_area: float = 0.0,
+) -> list[Tensor]:
+    """NMS, un-letterbox and limits on the output of `candidates` (or its first rows).
+
+    Args:
+        boxes (Tensor[B, K, 5]): `candidates` rows; K may be cut to at least max(counts).
+        counts (Tensor[B]): candidates per image.
+
+    Returns: as `postprocess`, on the device of `boxes`.
+    """
+    _check_select_args(nms, max_persons)
+    per_image = [int(c) for c in counts.tolist()]
+    if per_image and max(per_image) > boxes.shape[1]:
+        raise ValueError(f"{max(per_image)} candidates in an image but only {boxes.shape[1]} rows given")
+    batch = len(per_image)
+    rows = torch.cat([boxes[i, :c] for i, c in enumerate(per_image)]) if batch else boxes.new_zeros(0, 5)
+    image_index = torch.repeat_interleave(torch.arange(batch), torch.tensor(per_image, dtype=torch.long))
+    image_index = image_index.to(rows.device)
+    keep = _nms_with_retry(rows[:, :4], rows[:, 4], image_index, nms, batch)
+    mapped = _to_image_coords(rows[keep, :4], info)
+    scores, image_index = rows[keep, 4], image_index[keep]
+    large = _large_enough(mapped, min_box_area)
+    dets = torch.cat([mapped[large], scores[large, None]], dim=1)
+    split = torch.split(dets, torch.bincount(image_index[large], minlength=batch).tolist())
+    return [d[:max_persons] for d in split]
+
+
+def _check_candidates_args(raw: Tensor, conf: float) -> None:
     if raw.ndim != 3 or raw.shape[2] < 6:
         raise AlphaPoseTrtError(
             "detector output must be (B, N, 5 + classes) with at least one class, "
@@ -173,27 +224,15 @@ def _check_postprocess_args(raw: Tensor, conf: float, nms: float, max_persons: i
         )
     if not 0.0 <= conf < 1.0:
         raise AlphaPoseTrtError(f"detection confidence threshold must be in [0, 1), got {conf}")
+
+
+def _check_select_args(nms: float, max_persons: int | None) -> None:
     if not NMS_RETRY_STEP < nms <= 1.0:
         raise AlphaPoseTrtError(f"NMS IoU threshold must be in ({NMS_RETRY_STEP}, 1], got {nms}")
     if max_persons is not None and max_persons < 1:
         raise AlphaPoseTrtError(
             f"max_persons must be at least 1 (or None for no limit), got {max_persons}"
         )
-
-
-def _candidates(raw: Tensor, conf: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(image index, x1y1x2y2 boxes, objectness) of the rows AlphaPose keeps before NMS.
-
-    AlphaPose also requires the best class score to be non-zero: an fp16 engine can underflow
-    every class score to 0, and argmax would then name class 0 (person) by default.
-    """
-    objectness = raw[..., 4]
-    best_score, best_class = raw[..., 5:].max(dim=-1)
-    mask = (objectness > conf) & (best_class == PERSON_CLASS) & (best_score != 0)
-    image_index, row = torch.nonzero(mask, as_tuple=True)
-    centre, size = raw[image_index, row, 0:2], raw[image_index, row, 2:4]
-    boxes = torch.cat([centre - size / 2, centre + size / 2], dim=1)
-    return image_index, boxes, objectness[image_index, row]
 
 
 def _nms_with_retry(
@@ -219,8 +258,9 @@ def _nms(boxes: Tensor, scores: Tensor, image_index: Tensor, threshold: float) -
     IoU of boxes with x2 + 1, y2 + 1 equals AlphaPose's (x2 - x1 + 1) * (y2 - y1 + 1) IoU. float64
     keeps that IoU exact although batched_nms shifts each image's boxes by a large offset.
     """
-    plus_one = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64, device=boxes.device)
-    return batched_nms(boxes.double() + plus_one, scores.double(), image_index, threshold)
+    boxes = boxes.double()
+    plus_one = torch.cat([boxes[:, :2], boxes[:, 2:] + 1], dim=1)
+    return batched_nms(plus_one, scores.double(), image_index, threshold)
 
 
 def _to_image_coords(boxes: Tensor, info: LetterboxInfo) -> Tensor:

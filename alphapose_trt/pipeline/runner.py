@@ -10,7 +10,7 @@ baseline in benchmarks.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Iterable, Iterator, Sequence, TypeVar
@@ -24,12 +24,14 @@ from alphapose_trt.pipeline import crop as crop_ops
 from alphapose_trt.pipeline import decode as decode_ops
 from alphapose_trt.pipeline import detect as detect_ops
 from alphapose_trt.pipeline.pose_nms import PoseNmsResult, pose_nms, pose_nms_reference
+from alphapose_trt.pipeline.transfer import FrameUploader, HostCopy, to_device
 from alphapose_trt.results import Person
 from alphapose_trt.skeleton import flip_pairs
 
 T = TypeVar("T")
-UPLOAD_THREADS = 8  # host threads copying frames into pinned memory (the H100 host has 16 cores)
-
+# Candidate rows per image copied to the host ahead of NMS: AlphaPose redoes NMS past 100
+# survivors, so 1024 covers any realistic frame; a frame with more is fetched whole (one wait).
+CANDIDATE_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -77,30 +79,36 @@ def _persons(nms: PoseNmsResult) -> list[Person]:
 
 
 @dataclass
-class _InFlight:
-    """A batch whose (frame index, boxes, keypoints, scores) are on their way to the host."""
+class _Detected:
+    """Stage 1 -> 2: a run of same-size frames on the device and its boxes (given, or the
+    detector's candidates on their way to the host)."""
+
+    frames: torch.Tensor
+    boxes: list[torch.Tensor] | None = None
+    candidates: torch.Tensor | None = None  # (B, N, 5) on the device, for the rare overflow
+    info: detect_ops.LetterboxInfo | None = None
+    copy: HostCopy | None = None
+
+
+@dataclass
+class _Posed:
+    """Stage 2 -> 3: boxes on the host, keypoints and their scores on their way."""
 
     frames: int
-    host: list[torch.Tensor]
-    ready: torch.cuda.Event | None
-
-    @classmethod
-    def start(cls, frames: int, tensors: Sequence[torch.Tensor]) -> "_InFlight":
-        if tensors[0].device.type != "cuda":
-            return cls(frames, list(tensors), None)
-        host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True) for t in tensors]
-        ready = torch.cuda.Event()
-        ready.record()
-        return cls(frames, host, ready)
-
-    def wait(self) -> list[np.ndarray]:
-        if self.ready is not None:
-            self.ready.synchronize()
-        return [t.numpy() for t in self.host]
+    index: np.ndarray
+    dets: np.ndarray
+    copy: HostCopy
 
 
 class PosePipeline:
-    """Fast path over any detector/pose `Engine`s (eager, compiled, onnx, aot, tensorrt)."""
+    """Fast path over any detector/pose `Engine`s (eager, compiled, onnx, aot, tensorrt).
+
+    A batch goes through three stages: (1) upload + letterbox + detector + fixed-size candidate
+    ranking, (2) NMS of the top candidates on the host, then crops + pose + decode, (3) pose NMS.
+    Each stage hands the next one data that is still being copied; `process_stream` runs stage 1
+    of batch k, stage 2 of batch k-1 and stage 3 of batch k-2 in turn, so the host only ever
+    waits for work queued a whole stage earlier and the GPU never runs dry.
+    """
 
     def __init__(
         self,
@@ -116,58 +124,54 @@ class PosePipeline:
         self.detector, self.pose, self.config = detector, pose, config
         self.device = torch.device(device)
         self.pose_hw, self.mean, self.crop_scale, self.pairs = _pose_facts(pose)
-        self._staging: dict[tuple, list[tuple[torch.Tensor, torch.cuda.Event]]] = {}
-        self._copier = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="upload")
+        self.upload = FrameUploader(self.device)
 
     # -- stages ---------------------------------------------------------------------------------
-    def _upload(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
-        """(B, 3, H, W) uint8 on the device from same-size HxWx3 RGB frames.
-
-        On CUDA each frame is copied once (frames in parallel threads), straight into a reused
-        pinned staging buffer, and sent with an asynchronous copy; two buffers alternate so filling the next batch overlaps the
-        previous transfer (an event guards a buffer until its transfer is done).
-        """
-        if self.device.type != "cuda":
-            return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
-        shape = (len(frames), *frames[0].shape)
-        slots = self._staging.setdefault(shape, [])
-        if len(slots) < 2:
-            slots.append((torch.empty(shape, dtype=torch.uint8, pin_memory=True), torch.cuda.Event()))
-        buffer, done = slots.pop(0)
-        done.synchronize()
-        staging = buffer.numpy()
-        # one thread per frame: np.copyto releases the GIL, and a 1080p frame is 6 MB
-        list(self._copier.map(lambda i: np.copyto(staging[i], frames[i]), range(len(frames))))
-        device_batch = buffer.to(self.device, non_blocking=True)
-        done.record()
-        slots.append((buffer, done))
-        return device_batch.permute(0, 3, 1, 2)
-
-    def detect(self, batch: torch.Tensor) -> list[torch.Tensor]:
-        """Boxes (M, 5) x1 y1 x2 y2 score per frame of a same-size uint8 batch."""
+    def _start_detect(self, batch: torch.Tensor) -> _Detected:
+        """Queue letterbox + detector + candidate ranking; the top rows start for the host."""
         if self.detector is None:
             raise ValueError("no detector engine: pass detections to process_batch")
         size = self.detector.meta.input_hw[0]
-        boxes: list[torch.Tensor] = []
+        parts, info = [], None
         for chunk in torch.split(batch, self.config.det_batch):
             inputs, info = detect_ops.letterbox(chunk, size, dtype=self.detector.input_dtype)
-            raw = self.detector(inputs)
-            c = self.config
-            boxes += detect_ops.postprocess(raw, info, c.conf, c.nms, c.max_persons, c.min_box_area)
-        return boxes
+            parts.append(detect_ops.candidates(self.detector(inputs), self.config.conf))
+        boxes, counts = (torch.cat(t) if len(parts) > 1 else t[0] for t in zip(*parts))
+        copy = HostCopy.start([boxes[:, :CANDIDATE_ROWS], counts])
+        return _Detected(batch, candidates=boxes, info=info, copy=copy)
 
-    def estimate(self, batch: torch.Tensor, boxes: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def _boxes(self, detected: _Detected) -> list[torch.Tensor]:
+        """Host boxes (M, 5) per frame: given ones, or NMS of the detector's candidates."""
+        if detected.boxes is not None:
+            return detected.boxes
+        top, counts = detected.copy.wait()
+        most = int(counts.max()) if len(counts) else 0
+        if most > top.shape[1]:  # a crowd beyond the rows copied ahead: fetch them (waits)
+            top = detected.candidates[:, :most].cpu()
+        c = self.config
+        return detect_ops.select(top, counts, detected.info, c.nms, c.max_persons, c.min_box_area)
+
+    def detect(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """Boxes (M, 5) x1 y1 x2 y2 score per frame of a same-size uint8 batch, on the host."""
+        return self._boxes(self._start_detect(batch))
+
+    def estimate(
+        self, batch: torch.Tensor, boxes: Sequence[torch.Tensor | np.ndarray]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Crops -> pose engine (+ flip) -> decode, for every box of the batch at once.
 
-        Returns (frame index (N,), boxes (N, 5), keypoints (N, K, 2), keypoint scores (N, K)).
+        boxes: (M, 5) host rows per frame. Returns keypoints (N, K, 2) and their scores (N, K)
+        on the device, one row per box in frame order.
         """
-        index = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=self.device) for i, b in enumerate(boxes)])
-        dets = torch.cat([b.to(self.device) for b in boxes]) if boxes else torch.zeros(0, 5, device=self.device)
-        if dets.shape[0] == 0:
+        return self._estimate(batch, *_stack_boxes(boxes))
+
+    def _estimate(self, batch: torch.Tensor, dets: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(dets) == 0:
             k = len(self.pairs) * 2 + 1
-            return index, dets, torch.zeros(0, k, 2, device=self.device), torch.zeros(0, k, device=self.device)
+            return torch.zeros(0, k, 2, device=self.device), torch.zeros(0, k, device=self.device)
+        rows = to_device(torch.cat([dets[:, :4], index[:, None].float()], dim=1), self.device)
         crops, crop_boxes = crop_ops.crop(
-            batch, index, dets[:, :4], self.pose_hw, self.mean, self.pose.input_dtype, self.crop_scale
+            batch, rows[:, 4].long(), rows[:, :4], self.pose_hw, self.mean, self.pose.input_dtype, self.crop_scale
         )
         if self.config.flip:
             n = crops.shape[0]
@@ -175,8 +179,7 @@ class PosePipeline:
             heatmaps = decode_ops.average_flip(heatmaps[:n].float(), decode_ops.flip_back(heatmaps[n:].float(), self.pairs))
         else:
             heatmaps = self._pose(crops)
-        coords, scores = decode_ops.decode_heatmaps(heatmaps, crop_boxes)
-        return index, dets, coords, scores
+        return decode_ops.decode_heatmaps(heatmaps, crop_boxes)
 
     def _pose(self, crops: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.pose(c) for c in torch.split(crops, self.config.pose_batch)])
@@ -188,55 +191,76 @@ class PosePipeline:
     ) -> list[list[Person]]:
         """Persons of every frame (RGB uint8 HxWx3). `detections`: optional (M, 5) boxes per
         frame (x1, y1, x2, y2, score) that replace the detector."""
-        return self._finish(self._launch(frames, detections))
+        return self._finish(self._launch_pose(self._launch_detect(frames, detections)))
 
     @torch.inference_mode()
     def process_stream(
         self, batches: Iterable[tuple[T, Sequence[np.ndarray], Sequence[np.ndarray] | None]]
     ) -> Iterator[tuple[T, list[list[Person]]]]:
-        """`process_batch` over a stream of (key, frames, detections), one batch in flight.
+        """`process_batch` over a stream of (key, frames, detections), software-pipelined.
 
-        Batch k+1 is staged and queued on the GPU before batch k's pose NMS runs on the host, so
-        host work (frame copies, NMS, the caller's writing) overlaps GPU work. Keys come back
-        with their results, in order.
+        Per incoming batch k: stage 1 of k, stage 2 of k-1, stage 3 of k-2, so the host's NMS,
+        copies and launches (and the caller's writing between yields) overlap the GPU's work on
+        the two batches queued behind. Keys come back with their results, in order.
         """
-        pending = None
+        detected: deque = deque()
+        posed: deque = deque()
         for key, frames, detections in batches:
-            launched = (key, self._launch(frames, detections))
-            if pending is not None:
-                yield pending[0], self._finish(pending[1])
-            pending = launched
-        if pending is not None:
-            yield pending[0], self._finish(pending[1])
+            detected.append((key, self._launch_detect(frames, detections)))
+            if len(detected) == 2:
+                k, item = detected.popleft()
+                posed.append((k, self._launch_pose(item)))
+            if len(posed) == 2:
+                k, item = posed.popleft()
+                yield k, self._finish(item)
+        for k, item in detected:
+            posed.append((k, self._launch_pose(item)))
+        for k, item in posed:
+            yield k, self._finish(item)
 
-    def _launch(self, frames: Sequence[np.ndarray], detections: Sequence[np.ndarray] | None) -> list[_InFlight]:
-        """Queue the GPU work of a batch (one item per run of same-size frames); results are
-        copied to pinned host memory asynchronously."""
-        flights, start = [], 0
+    def _launch_detect(self, frames: Sequence[np.ndarray], detections: Sequence[np.ndarray] | None) -> list[_Detected]:
+        """Stage 1 for each run of same-size frames."""
+        out, start = [], 0
         for _, group in groupby(frames, key=lambda f: f.shape):
             group = list(group)
-            batch = self._upload(group)
+            batch = self.upload(group)
             if detections is None:
-                boxes = self.detect(batch)
+                out.append(self._start_detect(batch))
             else:
-                boxes = [torch.as_tensor(np.asarray(d, dtype=np.float32).reshape(-1, 5), device=self.device)
+                given = [torch.as_tensor(np.asarray(d, dtype=np.float32).reshape(-1, 5))
                          for d in detections[start : start + len(group)]]
-            flights.append(_InFlight.start(len(group), self.estimate(batch, boxes)))
+                out.append(_Detected(batch, boxes=given))
             start += len(group)
-        return flights
+        return out
 
-    def _finish(self, flights: list[_InFlight]) -> list[list[Person]]:
+    def _launch_pose(self, groups: list[_Detected]) -> list[_Posed]:
+        """Stage 2: boxes to the host, then the pose work queued and its results on their way."""
+        out = []
+        for group in groups:
+            boxes = self._boxes(group)
+            dets, index = _stack_boxes(boxes)
+            coords, scores = self._estimate(group.frames, dets, index)
+            out.append(_Posed(len(boxes), index.numpy(), dets.numpy(), HostCopy.start([coords, scores])))
+        return out
+
+    def _finish(self, groups: list[_Posed]) -> list[list[Person]]:
+        """Stage 3: pose NMS per frame once the keypoints are on the host."""
         results: list[list[Person]] = []
-        for flight in flights:
-            host = flight.wait()
-            results += [self._nms(host, i) for i in range(flight.frames)]
+        for group in groups:
+            coords, scores = (t.numpy() for t in group.copy.wait())
+            for frame in range(group.frames):
+                rows = group.index == frame
+                d = group.dets[rows]
+                nms = pose_nms(d[:, :4], d[:, 4], coords[rows], scores[rows], self.config.pose_area)
+                results.append(_persons(nms))
         return results
 
-    def _nms(self, host: list[np.ndarray], frame: int) -> list[Person]:
-        index, dets, coords, scores = host
-        rows = index == frame
-        nms = pose_nms(dets[rows, :4], dets[rows, 4], coords[rows], scores[rows], self.config.pose_area)
-        return _persons(nms)
+
+def _stack_boxes(boxes: Sequence[torch.Tensor | np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Host (N, 5) float32 rows of all frames and the (N,) frame index of each row."""
+    rows = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 5).cpu() for b in boxes]
+    index = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor([len(r) for r in rows], dtype=torch.long))
+    return (torch.cat(rows) if rows else torch.zeros(0, 5)), index
 
 
 class ReferencePipeline:
