@@ -654,8 +654,8 @@ def decode_fps(path: Path, limit: int) -> float:
 
 
 def video_pipeline_fps(pipeline: Any, path: Path, limit: int, batch: int) -> float:
-    """Frames per second of the whole `infer` data path from the file: the reader thread
-    (decode + BGR->RGB), batches of `batch` frames, `process_stream`."""
+    """Frames per second of the whole `infer` data path from the file: the source (a decoding
+    thread, BGR->RGB on a small pool), batches of `batch` frames, `process_stream`."""
     from itertools import islice
 
     from alphapose_trt.api import batched

@@ -1,6 +1,7 @@
-"""Where the fast pipeline's time goes on a GPU: host time per stage and the top CUDA/CPU ops.
+"""Where the fast pipeline's time goes on a GPU: frames/s and host time per stage (waits included)
+for each stage lag, then the top CUDA and CPU ops of a few batches.
 
-    python3 benchmarks/profile_pipeline.py [--backend compiled|eager+graphs] [--frames 64]
+    python3 benchmarks/profile_pipeline.py [--backend compiled|eager+graphs] [--frames 128] [--lags 1,2] [--video F]
 
 Synthetic weights from the bench cache; 1080p frames in memory, 8 persons per frame, 8 frames per
 call, `process_stream` as `infer` runs it.
@@ -11,19 +12,25 @@ from __future__ import annotations
 import argparse
 import collections
 import time
+from pathlib import Path
 
 import torch
 
-from alphapose_trt.bench import BenchOptions, load_models, make_frames
+from alphapose_trt.bench import BenchOptions, decode_fps, load_models, make_frames, video_pipeline_fps
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import EagerEngine
+from alphapose_trt.pipeline import runner, transfer
 from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline
+
+STAGES = ("_stage", "_launch_detect", "_launch_pose", "_boxes", "_estimate", "_finish")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", default="compiled")
-    ap.add_argument("--frames", type=int, default=64)
+    ap.add_argument("--frames", type=int, default=128)
+    ap.add_argument("--lags", default="1,2")
+    ap.add_argument("--video", default=None, help="also time the pipeline reading this file")
     args = ap.parse_args()
     from alphapose_trt.cli import build_parser
 
@@ -50,25 +57,35 @@ def main() -> None:
                 host[name] += time.perf_counter() - t
         return wrapper
 
-    for name in ("upload", "_start_detect", "_boxes", "_estimate", "_finish"):
+    for name in STAGES:
         setattr(pipe, name, timed(name, getattr(pipe, name)))
-    for _ in pipe.process_stream((None, c, None) for c in chunks[:3]):
-        pass
-    torch.cuda.synchronize()
-    host.clear()
-    start = time.perf_counter()
-    for _ in pipe.process_stream((None, c, None) for c in chunks):
-        pass
-    total = time.perf_counter() - start
-    print(f"{args.backend}: {len(frames) / total:.1f} frames/s; host seconds per stage (of {total:.3f}):")
-    for name, sec in host.most_common():
-        print(f"  {name:14s} {sec:.3f}  ({sec / len(chunks) * 1e3:.1f} ms per batch of 8)")
+    transfer.HostCopy.wait = timed("  wait: HostCopy", transfer.HostCopy.wait)
+    transfer.StagedFrames.send = timed("  send (waits copies)", transfer.StagedFrames.send)
+
+    def run() -> float:
+        start = time.perf_counter()
+        for _ in pipe.process_stream((None, c, None) for c in chunks):
+            pass
+        return time.perf_counter() - start
+
+    for lag in (int(x) for x in args.lags.split(",")):
+        runner.STAGE_LAG = lag
+        run()
+        torch.cuda.synchronize()
+        host.clear()
+        total = run()
+        print(f"{args.backend}, stage lag {lag}: {len(frames) / total:.1f} frames/s; host ms per batch of 8 (of {total / len(chunks) * 1e3:.1f}):")
+        for name, sec in sorted(host.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:22s} {sec / len(chunks) * 1e3:6.2f}")
+        if args.video:
+            fps = video_pipeline_fps(pipe, Path(args.video), len(frames), 8)
+            print(f"  from {args.video}: {fps:.1f} frames/s (decoding alone {decode_fps(Path(args.video), len(frames)):.1f})")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in pipe.process_stream((None, c, None) for c in chunks[:3]):
+        for _ in pipe.process_stream((None, c, None) for c in chunks[:6]):
             pass
         torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=60))
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=60))
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=60))
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20, max_name_column_width=60))
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ class _PendingFrame:
 
     image_id: str | int
     path: Path | None
-    image: Future
+    image: Future[np.ndarray]
     what: str | None = None
 
     def result(self) -> np.ndarray:

@@ -86,7 +86,7 @@ def _heatmap_to_image(coords: Tensor, crop_boxes: Tensor, w: int, h: int) -> Ten
     """Map heatmap coordinates (N, K, 2) back to image pixels through crop boxes (N, 4) xyxy."""
     size = crop_boxes[:, 2:] - crop_boxes[:, :2]
     centre = crop_boxes[:, :2] + size * 0.5
-    hm_size = coords.new_tensor((w, h))
+    hm_size = to_device((float(w), float(h)), coords.device)
     return centre.unsqueeze(1) + (coords - hm_size / 2) * size.unsqueeze(1) / hm_size
 
 

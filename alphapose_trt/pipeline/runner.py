@@ -24,7 +24,7 @@ from alphapose_trt.pipeline import crop as crop_ops
 from alphapose_trt.pipeline import decode as decode_ops
 from alphapose_trt.pipeline import detect as detect_ops
 from alphapose_trt.pipeline.pose_nms import PoseNmsResult, pose_nms, pose_nms_reference
-from alphapose_trt.pipeline.transfer import FrameUploader, HostCopy, to_device
+from alphapose_trt.pipeline.transfer import FrameUploader, HostCopy, StackedFrames, StagedFrames, to_device
 from alphapose_trt.results import Person
 from alphapose_trt.skeleton import flip_pairs
 
@@ -32,6 +32,9 @@ T = TypeVar("T")
 # Candidate rows per image copied to the host ahead of NMS: AlphaPose redoes NMS past 100
 # survivors, so 1024 covers any realistic frame; a frame with more is fetched whole (one wait).
 CANDIDATE_ROWS = 1024
+# Batches between a stage and the next one in process_stream: the host waits for GPU work queued
+# this many batches earlier, while later batches keep the GPU busy.
+STAGE_LAG = 2
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,9 @@ def _persons(nms: PoseNmsResult) -> list[Person]:
     return out
 
 
+_Staged = tuple[StagedFrames | StackedFrames, list[torch.Tensor] | None]  # frames, given boxes
+
+
 @dataclass
 class _Detected:
     """Stage 1 -> 2: a run of same-size frames on the device and its boxes (given, or the
@@ -103,11 +109,10 @@ class _Posed:
 class PosePipeline:
     """Fast path over any detector/pose `Engine`s (eager, compiled, onnx, aot, tensorrt).
 
-    A batch goes through three stages: (1) upload + letterbox + detector + fixed-size candidate
+    A batch goes through three stages: (1) transfer + letterbox + detector + fixed-size candidate
     ranking, (2) NMS of the top candidates on the host, then crops + pose + decode, (3) pose NMS.
-    Each stage hands the next one data that is still being copied; `process_stream` runs stage 1
-    of batch k, stage 2 of batch k-1 and stage 3 of batch k-2 in turn, so the host only ever
-    waits for work queued a whole stage earlier and the GPU never runs dry.
+    Each stage hands the next one data that is still being copied, and nothing in between reads
+    a device value synchronously, so `process_stream` can keep several batches in flight.
     """
 
     def __init__(
@@ -191,7 +196,7 @@ class PosePipeline:
     ) -> list[list[Person]]:
         """Persons of every frame (RGB uint8 HxWx3). `detections`: optional (M, 5) boxes per
         frame (x1, y1, x2, y2, score) that replace the detector."""
-        return self._finish(self._launch_pose(self._launch_detect(frames, detections)))
+        return self._finish(self._launch_pose(self._launch_detect(self._stage(frames, detections))))
 
     @torch.inference_mode()
     def process_stream(
@@ -199,38 +204,50 @@ class PosePipeline:
     ) -> Iterator[tuple[T, list[list[Person]]]]:
         """`process_batch` over a stream of (key, frames, detections), software-pipelined.
 
-        Per incoming batch k: stage 1 of k, stage 2 of k-1, stage 3 of k-2, so the host's NMS,
-        copies and launches (and the caller's writing between yields) overlap the GPU's work on
-        the two batches queued behind. Keys come back with their results, in order.
+        Per incoming batch k: its frame copies start on worker threads, then stage 2 of batch
+        k-2 and stage 3 of k-3 run on the host, then batch k is sent and its stage 1 queued. So
+        the host only waits for work queued two batches earlier, while the GPU still has the
+        next batch's pose and detector work queued: host work (NMS, copies, launches, and the
+        caller's writing between yields) overlaps GPU work. Keys come back in order.
         """
         detected: deque = deque()
         posed: deque = deque()
         for key, frames, detections in batches:
-            detected.append((key, self._launch_detect(frames, detections)))
-            if len(detected) == 2:
+            staged = self._stage(frames, detections)
+            if len(detected) == STAGE_LAG:
                 k, item = detected.popleft()
                 posed.append((k, self._launch_pose(item)))
-            if len(posed) == 2:
+            if len(posed) == STAGE_LAG:
                 k, item = posed.popleft()
                 yield k, self._finish(item)
-        for k, item in detected:
-            posed.append((k, self._launch_pose(item)))
-        for k, item in posed:
-            yield k, self._finish(item)
+            detected.append((key, self._launch_detect(staged)))
+        while detected or posed:
+            if detected:
+                k, item = detected.popleft()
+                posed.append((k, self._launch_pose(item)))
+            if len(posed) == STAGE_LAG or not detected:
+                k, item = posed.popleft()
+                yield k, self._finish(item)
 
-    def _launch_detect(self, frames: Sequence[np.ndarray], detections: Sequence[np.ndarray] | None) -> list[_Detected]:
-        """Stage 1 for each run of same-size frames."""
+    def _stage(self, frames: Sequence[np.ndarray], detections: Sequence[np.ndarray] | None) -> list[_Staged]:
+        """Start the host copies of each run of same-size frames, with its given boxes if any."""
         out, start = [], 0
         for _, group in groupby(frames, key=lambda f: f.shape):
             group = list(group)
-            batch = self.upload(group)
-            if detections is None:
-                out.append(self._start_detect(batch))
-            else:
-                given = [torch.as_tensor(np.asarray(d, dtype=np.float32).reshape(-1, 5))
-                         for d in detections[start : start + len(group)]]
-                out.append(_Detected(batch, boxes=given))
+            given = None if detections is None else [
+                torch.as_tensor(np.asarray(d, dtype=np.float32).reshape(-1, 5))
+                for d in detections[start : start + len(group)]
+            ]
+            out.append((self.upload.stage(group), given))
             start += len(group)
+        return out
+
+    def _launch_detect(self, staged: list[_Staged]) -> list[_Detected]:
+        """Stage 1 for each run of same-size frames: transfer, then detector (or given boxes)."""
+        out = []
+        for frames, given in staged:
+            batch = frames.send()
+            out.append(self._start_detect(batch) if given is None else _Detected(batch, boxes=given))
         return out
 
     def _launch_pose(self, groups: list[_Detected]) -> list[_Posed]:

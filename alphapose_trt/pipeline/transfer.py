@@ -10,7 +10,7 @@ frames go up through `FrameUploader` on a side stream that overlaps the copy wit
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -19,7 +19,6 @@ import torch
 from torch import Tensor
 
 UPLOAD_THREADS = 8  # host threads copying frames into pinned memory (the H100 host has 16 cores)
-STAGING_SLOTS = 2  # pinned buffers per frame shape: one filling while the other is in transfer
 
 
 def to_device(values: np.ndarray | Tensor | Sequence[float], device: torch.device,
@@ -52,41 +51,74 @@ class HostCopy:
         return self.tensors
 
 
+@dataclass
+class StackedFrames:
+    """A CPU batch: nothing to transfer."""
+
+    batch: Tensor
+
+    def send(self) -> Tensor:
+        return self.batch
+
+
+class StagedFrames:
+    """Frames being copied into pinned memory by worker threads; `send()` puts them on the GPU."""
+
+    def __init__(self, uploader: FrameUploader, buffer: Tensor, sent: torch.cuda.Event, copies: list[Future]):
+        self._uploader, self._buffer, self._sent, self._copies = uploader, buffer, sent, copies
+
+    def send(self) -> Tensor:
+        """The (B, 3, H, W) uint8 batch on the device, once the host copies are done; the
+        transfer itself runs on the side stream and the compute stream waits for it on the GPU."""
+        for copy in self._copies:
+            copy.result()
+        uploader, stream = self._uploader, self._uploader.stream
+        compute = torch.cuda.current_stream(uploader.device)
+        with torch.cuda.stream(stream):
+            batch = self._buffer.to(uploader.device, non_blocking=True)
+            self._sent.record(stream)
+        compute.wait_event(self._sent)
+        batch.record_stream(compute)
+        uploader.give_back(self._buffer, self._sent)
+        return batch.permute(0, 3, 1, 2)
+
+
 class FrameUploader:
     """Same-size HxWx3 uint8 frames -> a (B, 3, H, W) uint8 batch on the device.
 
     On CUDA each frame is copied once, by a pool of threads (np.copyto releases the GIL and a
-    1080p frame is 6 MB), into a reused pinned staging buffer; the transfer then runs on a side
-    stream so it overlaps the kernels of earlier batches, and the compute stream waits for it
-    only on the GPU. `record_stream` tells the caching allocator the batch is read on the compute
-    stream, so its memory is not reused before those reads are done.
+    1080p frame is 6 MB), into a reused pinned staging buffer; `stage` only starts those copies,
+    so the caller can do other host work meanwhile. The transfer then runs on a side stream,
+    overlapping the kernels of earlier batches. `record_stream` tells the caching allocator the
+    batch is read on the compute stream, so its memory is not reused before those reads are done.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self._staging: dict[tuple, list[tuple[Tensor, torch.cuda.Event]]] = {}
-        self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self._free: dict[tuple, list[tuple[Tensor, torch.cuda.Event]]] = {}
         self._copier = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="upload")
 
     def __call__(self, frames: Sequence[np.ndarray]) -> Tensor:
-        if self._stream is None:
-            return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+        return self.stage(frames).send()
+
+    def stage(self, frames: Sequence[np.ndarray]) -> StagedFrames | StackedFrames:
+        """Start copying the frames into pinned memory (on a CPU device: just stack them)."""
+        if self.stream is None:
+            return StackedFrames(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
         shape = (len(frames), *frames[0].shape)
-        slots = self._staging.setdefault(shape, [])
-        if len(slots) < STAGING_SLOTS:
-            slots.append((torch.empty(shape, dtype=torch.uint8, pin_memory=True), torch.cuda.Event()))
-        buffer, sent = slots.pop(0)
-        sent.synchronize()  # its previous transfer is done (the side stream runs only copies)
+        free = self._free.setdefault(shape, [])
+        if free and free[0][1].query():  # the oldest buffer's transfer is done: reuse it
+            buffer, sent = free.pop(0)
+        else:  # all in transfer: one more buffer (as many as batches in flight, then reused)
+            buffer, sent = torch.empty(shape, dtype=torch.uint8, pin_memory=True), torch.cuda.Event()
         staging = buffer.numpy()
-        list(self._copier.map(lambda i: np.copyto(staging[i], frames[i]), range(len(frames))))
-        compute = torch.cuda.current_stream(self.device)
-        with torch.cuda.stream(self._stream):
-            batch = buffer.to(self.device, non_blocking=True)
-            sent.record(self._stream)
-        compute.wait_event(sent)
-        batch.record_stream(compute)
-        slots.append((buffer, sent))
-        return batch.permute(0, 3, 1, 2)
+        copies = [self._copier.submit(np.copyto, staging[i], frame) for i, frame in enumerate(frames)]
+        return StagedFrames(self, buffer, sent, copies)
+
+    def give_back(self, buffer: Tensor, sent: torch.cuda.Event) -> None:
+        """Return a staging buffer whose transfer is queued (reused once `sent` has fired)."""
+        self._free.setdefault(tuple(buffer.shape), []).append((buffer, sent))
 
     def close(self) -> None:
         self._copier.shutdown(wait=False)
