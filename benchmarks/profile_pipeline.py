@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=128)
     ap.add_argument("--lags", default="1,2")
     ap.add_argument("--video", default=None, help="also time the pipeline reading this file")
+    ap.add_argument("--threads", type=int, default=None, help="then torch.set_num_threads(N) and rerun the last lag")
     args = ap.parse_args()
     from alphapose_trt.cli import build_parser
 
@@ -68,13 +69,18 @@ def main() -> None:
             pass
         return time.perf_counter() - start
 
-    for lag in (int(x) for x in args.lags.split(",")):
+    lags = [(int(x), None) for x in args.lags.split(",")]
+    if args.threads is not None:
+        lags.append((lags[-1][0], args.threads))
+    for lag, threads in lags:
         runner.STAGE_LAG = lag
+        if threads is not None:
+            torch.set_num_threads(threads)
         run()
         torch.cuda.synchronize()
         host.clear()
         total = run()
-        print(f"{args.backend}, stage lag {lag}: {len(frames) / total:.1f} frames/s; host ms per batch of 8 (of {total / len(chunks) * 1e3:.1f}):")
+        print(f"{args.backend}, stage lag {lag}, {torch.get_num_threads()} torch threads: {len(frames) / total:.1f} frames/s; host ms per batch of 8 (of {total / len(chunks) * 1e3:.1f}):")
         for name, sec in sorted(host.items(), key=lambda kv: -kv[1]):
             print(f"  {name:22s} {sec / len(chunks) * 1e3:6.2f}")
         if args.video:

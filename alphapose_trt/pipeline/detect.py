@@ -205,8 +205,8 @@ def select(
         raise ValueError(f"{max(per_image)} candidates in an image but only {boxes.shape[1]} rows given")
     batch = len(per_image)
     rows = torch.cat([boxes[i, :c] for i, c in enumerate(per_image)]) if batch else boxes.new_zeros(0, 5)
-    image_index = torch.repeat_interleave(torch.arange(batch), torch.tensor(per_image, dtype=torch.long))
-    image_index = image_index.to(rows.device)
+    # numpy: torch.repeat_interleave on CPU starts an OpenMP parallel region (see runner)
+    image_index = torch.from_numpy(np.repeat(np.arange(batch), per_image)).to(rows.device)
     keep = _nms_with_retry(rows[:, :4], rows[:, 4], image_index, nms, batch)
     mapped = _to_image_coords(rows[keep, :4], info)
     scores, image_index = rows[keep, 4], image_index[keep]

@@ -276,7 +276,9 @@ class PosePipeline:
 def _stack_boxes(boxes: Sequence[torch.Tensor | np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """Host (N, 5) float32 rows of all frames and the (N,) frame index of each row."""
     rows = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 5).cpu() for b in boxes]
-    index = torch.repeat_interleave(torch.arange(len(rows)), torch.tensor([len(r) for r in rows], dtype=torch.long))
+    # numpy, not torch.repeat_interleave: on CPU that op starts an OpenMP parallel region (ms
+    # of thread wake-ups, measured) and leaves the threads spinning over the video decoder's cores
+    index = torch.from_numpy(np.repeat(np.arange(len(rows)), [len(r) for r in rows]))
     return (torch.cat(rows) if rows else torch.zeros(0, 5)), index
 
 
