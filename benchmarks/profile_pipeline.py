@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def main() -> None:
     ap.add_argument("--lags", default="1,2")
     ap.add_argument("--video", default=None, help="also time the pipeline reading this file")
     ap.add_argument("--threads", type=int, default=None, help="then torch.set_num_threads(N) and rerun the last lag")
+    ap.add_argument("--cv-threads", type=int, default=None, help="then cv2.setNumThreads(N) and rerun the last lag")
+    ap.add_argument("--switch", default=None, help="then each sys.setswitchinterval value (s) with the last lag")
     args = ap.parse_args()
     from alphapose_trt.cli import build_parser
 
@@ -69,18 +72,30 @@ def main() -> None:
             pass
         return time.perf_counter() - start
 
-    lags = [(int(x), None) for x in args.lags.split(",")]
+    lags = [(int(x), None, None) for x in args.lags.split(",")]
     if args.threads is not None:
-        lags.append((lags[-1][0], args.threads))
-    for lag, threads in lags:
+        lags.append((lags[-1][0], args.threads, None))
+    if args.cv_threads is not None:
+        lags.append((lags[-1][0], args.threads, args.cv_threads))
+    switches = [None] * len(lags)
+    for value in (args.switch.split(",") if args.switch else []):
+        lags.append(lags[-1])
+        switches.append(float(value))
+    for (lag, threads, cv_threads), switch in zip(lags, switches):
+        if switch is not None:
+            sys.setswitchinterval(switch)
         runner.STAGE_LAG = lag
         if threads is not None:
             torch.set_num_threads(threads)
+        if cv_threads is not None:
+            import cv2
+
+            cv2.setNumThreads(cv_threads)
         run()
         torch.cuda.synchronize()
         host.clear()
         total = run()
-        print(f"{args.backend}, stage lag {lag}, {torch.get_num_threads()} torch threads: {len(frames) / total:.1f} frames/s; host ms per batch of 8 (of {total / len(chunks) * 1e3:.1f}):")
+        print(f"{args.backend}, stage lag {lag}, {torch.get_num_threads()} torch threads, cv2 threads {cv_threads or 'default'}, switch {sys.getswitchinterval() * 1e3:.2f} ms: {len(frames) / total:.1f} frames/s; host ms per batch of 8 (of {total / len(chunks) * 1e3:.1f}):")
         for name, sec in sorted(host.items(), key=lambda kv: -kv[1]):
             print(f"  {name:22s} {sec / len(chunks) * 1e3:6.2f}")
         if args.video:

@@ -1,4 +1,5 @@
-import sys, time, cv2
+import os, sys, time, cv2
+if os.environ.get('CV_THREADS'): cv2.setNumThreads(int(os.environ['CV_THREADS']))
 from alphapose_trt.io.sources import open_source
 path = sys.argv[1]; n = int(sys.argv[2])
 def bare():

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from alphapose_trt.errors import AlphaPoseTrtError
+from alphapose_trt.pipeline.fusion import fused
 from alphapose_trt.pipeline.transfer import to_device
 
 DEFAULT_INPUT_HW = (256, 192)
@@ -101,6 +102,7 @@ def crop(
     mean: Sequence[float] = DEFAULT_PIXEL_MEAN,
     dtype: torch.dtype = torch.float32,
     scale_mult: float = SCALE_MULT,
+    fused_ops: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """All pose crops of a batch of frames in one gather, on the frames' device.
 
@@ -112,6 +114,7 @@ def crop(
         mean: RGB means subtracted after / 255 (the pose model's pixel_mean).
         dtype: output dtype (float16 for a half-precision engine).
         scale_mult: box enlargement (the pose model's crop_scale).
+        fused_ops: run the arithmetic as torch.compile'd kernels (pipeline/fusion.py).
 
     Returns:
         (crops Tensor[N, 3, h, w] of `dtype`, crop_boxes Tensor[N, 4] float32 x1, y1, x2, y2).
@@ -120,13 +123,21 @@ def crop(
         samples that land within float error of a rounding edge (at most 1/255).
     """
     _check_crop_args(frames, frame_index, boxes_xyxy, out_hw, mean)
-    out_h, out_w = int(out_hw[0]), int(out_hw[1])
-    center, scale = box_to_center_scale(boxes_xyxy, out_w / out_h, scale_mult)
-    src_x, src_y = _sampling_grid(center, scale, out_h, out_w)
-    sampled = _bilinear_gather(frames, frame_index.long(), src_x, src_y)
     mean_t = to_device(mean, frames.device, torch.float32)
-    crops = sampled.round_().div_(255).sub_(mean_t).permute(0, 3, 1, 2)
+    sample = _crop_fused if fused_ops else _crop
+    return sample(frames, frame_index.long(), boxes_xyxy.float(), mean_t, int(out_hw[0]), int(out_hw[1]), scale_mult, dtype)
+
+
+def _crop(frames: Tensor, frame_index: Tensor, boxes: Tensor, mean: Tensor, out_h: int, out_w: int,
+          scale_mult: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    center, scale = box_to_center_scale(boxes, out_w / out_h, scale_mult)
+    src_x, src_y = _sampling_grid(center, scale, out_h, out_w)
+    sampled = _bilinear_gather(frames, frame_index, src_x, src_y)
+    crops = sampled.round_().div_(255).sub_(mean).permute(0, 3, 1, 2)
     return crops.to(dtype, memory_format=torch.contiguous_format), center_scale_to_box(center, scale)
+
+
+_crop_fused = fused(_crop)
 
 
 def _check_crop_args(

@@ -25,13 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from alphapose_trt.pipeline.fusion import fused
 from alphapose_trt.pipeline.transfer import to_device
 
 # Quarter-pixel step of the sub-pixel refinement.
 REFINE_STEP = 0.25
 
 
-def decode_heatmaps(heatmaps: Tensor, crop_boxes: Tensor) -> tuple[Tensor, Tensor]:
+def decode_heatmaps(heatmaps: Tensor, crop_boxes: Tensor, fused_ops: bool = False) -> tuple[Tensor, Tensor]:
     """Decode pose heatmaps to keypoints in image pixels (vectorised, any device).
 
     Args:
@@ -39,12 +40,17 @@ def decode_heatmaps(heatmaps: Tensor, crop_boxes: Tensor) -> tuple[Tensor, Tenso
             fp16 engines give the same argmax and refinement as fp32 ones).
         crop_boxes (Tensor[N, 4]): the crop each heatmap was made from, x1, y1, x2, y2 in image
             pixels.
+        fused_ops: run it as torch.compile'd kernels (pipeline/fusion.py).
 
     Returns:
         coords (Tensor[N, K, 2]) x, y in image pixels and scores (Tensor[N, K]) peak values,
         both fp32 on the heatmaps' device.
     """
     _check_decode_inputs(heatmaps, crop_boxes)
+    return (_decode_fused if fused_ops else _decode)(heatmaps, crop_boxes)
+
+
+def _decode(heatmaps: Tensor, crop_boxes: Tensor) -> tuple[Tensor, Tensor]:
     n, k, h, w = heatmaps.shape
     flat = heatmaps.float().reshape(n, k, h * w)
     idx = flat.argmax(dim=2, keepdim=True)
@@ -55,6 +61,9 @@ def decode_heatmaps(heatmaps: Tensor, crop_boxes: Tensor) -> tuple[Tensor, Tenso
     coords = coords + REFINE_STEP * _refine_signs(flat, idx, px, py, w, h)
     coords = coords * (scores > 0).unsqueeze(2)
     return _heatmap_to_image(coords, crop_boxes.to(coords), w, h), scores
+
+
+_decode_fused = fused(_decode)
 
 
 def _check_decode_inputs(heatmaps: Tensor, crop_boxes: Tensor) -> None:
@@ -86,8 +95,9 @@ def _heatmap_to_image(coords: Tensor, crop_boxes: Tensor, w: int, h: int) -> Ten
     """Map heatmap coordinates (N, K, 2) back to image pixels through crop boxes (N, 4) xyxy."""
     size = crop_boxes[:, 2:] - crop_boxes[:, :2]
     centre = crop_boxes[:, :2] + size * 0.5
-    hm_size = to_device((float(w), float(h)), coords.device)
-    return centre.unsqueeze(1) + (coords - hm_size / 2) * size.unsqueeze(1) / hm_size
+    x = centre[:, None, 0] + (coords[..., 0] - w / 2) * size[:, None, 0] / w
+    y = centre[:, None, 1] + (coords[..., 1] - h / 2) * size[:, None, 1] / h
+    return torch.stack((x, y), dim=2)
 
 
 def decode_heatmaps_reference(

@@ -30,6 +30,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from alphapose_trt.errors import AlphaPoseTrtError
+from alphapose_trt.pipeline.fusion import fused
 
 DEFAULT_INPUT_SIZE = 608
 CONF_THRESHOLD = 0.1
@@ -100,7 +101,8 @@ def letterbox_reference(
 
 
 def letterbox(
-    frames: Tensor, size: int = DEFAULT_INPUT_SIZE, dtype: torch.dtype = torch.float32
+    frames: Tensor, size: int = DEFAULT_INPUT_SIZE, dtype: torch.dtype = torch.float32,
+    fused_ops: bool = False,
 ) -> tuple[Tensor, LetterboxInfo]:
     """Letterbox a batch of same-size RGB frames on their device, as AlphaPose does per image.
 
@@ -108,6 +110,7 @@ def letterbox(
         frames (Tensor[B, 3, H, W] uint8): RGB frames.
         size: side S of the square detector input.
         dtype: output dtype (float16 for a half-precision engine).
+        fused_ops: run the arithmetic as one torch.compile'd kernel (pipeline/fusion.py).
 
     Returns:
         (Tensor[B, 3, S, S] of `dtype` in [0, 1], LetterboxInfo). The bicubic resize (A = -0.75,
@@ -122,13 +125,20 @@ def letterbox(
     info = LetterboxInfo.for_image(frames.shape[-2:], size)
     new_h, new_w = info.resized_hw
     pad_x, pad_y = info.pad_xy
-    resized = F.interpolate(
-        frames.float(), size=(new_h, new_w), mode="bicubic", align_corners=False
-    )
-    resized = resized.round_().clamp_(0, 255)
     padding = (pad_x, info.input_size - new_w - pad_x, pad_y, info.input_size - new_h - pad_y)
+    resize_pad = _resize_pad_fused if fused_ops else _resize_pad
+    return resize_pad(frames, new_h, new_w, padding, dtype), info
+
+
+def _resize_pad(frames: Tensor, new_h: int, new_w: int, padding: tuple[int, int, int, int],
+                dtype: torch.dtype) -> Tensor:
+    resized = F.interpolate(frames.float(), size=(new_h, new_w), mode="bicubic", align_corners=False)
+    resized = resized.round_().clamp_(0, 255)
     canvas = F.pad(resized, padding, mode="constant", value=float(LETTERBOX_FILL))
-    return canvas.div_(255).to(dtype), info
+    return canvas.div_(255).to(dtype)
+
+
+_resize_pad_fused = fused(_resize_pad)
 
 
 def postprocess(
