@@ -10,7 +10,6 @@ baseline in benchmarks.
 
 from __future__ import annotations
 
-import sys
 from collections import deque
 from dataclasses import dataclass
 from itertools import groupby
@@ -36,9 +35,8 @@ CANDIDATE_ROWS = 1024
 # Batches between a stage and the next one in process_stream: the host waits for GPU work queued
 # this many batches earlier, while later batches keep the GPU busy.
 STAGE_LAG = 2
-# Host settings while a CUDA pipeline runs (process-wide; see PosePipeline):
-HOST_TORCH_THREADS = 1  # the host only runs tiny torch ops, where OpenMP threads cost, not help
-GIL_SWITCH_INTERVAL_S = 0.0005  # Python's default 5 ms stalls the reader/copy threads behind the main one
+# torch intra-op threads while a CUDA pipeline runs (process-wide; see PosePipeline)
+HOST_TORCH_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -121,10 +119,9 @@ class PosePipeline:
     Each stage hands the next one data that is still being copied, and nothing in between reads
     a device value synchronously, so `process_stream` can keep several batches in flight.
 
-    On CUDA the constructor changes two process-wide host settings, measured on the H100 host
-    reading a 1080p video: torch's intra-op threads drop to one (its OpenMP threads spun over the
-    video decoder's cores: 157 -> 330 frames/s) and Python's thread switch interval to 0.5 ms
-    (decoder, converter and copy threads wait less for the GIL).
+    On CUDA the constructor sets torch's intra-op threads to one for the whole process: the host
+    side only runs tiny torch ops, and the OpenMP threads they woke kept spinning over the video
+    decoder's cores (H100 host, 1080p mp4: 157 -> 330 frames/s).
     """
 
     def __init__(
@@ -144,7 +141,6 @@ class PosePipeline:
         self.upload = FrameUploader(self.device)
         if self.device.type == "cuda":
             torch.set_num_threads(HOST_TORCH_THREADS)
-            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         compiled = any(e is not None and e.meta.format == "compiled" for e in (detector, pose))
         self.fused_ops = config.fuse if config.fuse is not None else (self.device.type == "cuda" and compiled)
 
