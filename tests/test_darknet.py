@@ -191,13 +191,15 @@ def _darknet_maxpool(x: np.ndarray, size: int, stride: int, padding: int) -> np.
 @pytest.mark.parametrize(
     ("size", "stride", "padding", "n"),
     [(2, 2, 1, 8), (2, 2, 1, 7), (2, 1, 1, 5), (5, 1, 4, 6), (9, 1, 8, 5), (13, 1, 12, 5),
-     (3, 2, 2, 7), (3, 2, 1, 8), (3, 1, 1, 5)],
+     (9, 1, 8, 11), (13, 1, 12, 19), (3, 2, 2, 7), (3, 2, 1, 8), (3, 1, 1, 5)],
 )
 def test_maxpool_matches_darknet(size: int, stride: int, padding: int, n: int) -> None:
     x = torch.randn(1, 2, n, n, generator=torch.Generator().manual_seed(size * 10 + n))
     expected = _darknet_maxpool(x[0].numpy(), size, stride, padding)
     pool = MaxPool(size, stride, padding, out_hw=expected.shape[1:])
     torch.testing.assert_close(pool(x)[0], torch.from_numpy(expected), rtol=0, atol=0)
+    # SPP's 9 and 13 run as chained 5x5 pools (exact, as the comparison above shows)
+    assert isinstance(pool.pool, torch.nn.Sequential) == (size in (9, 13))
 
 
 def test_route_groups_take_one_channel_chunk() -> None:

@@ -10,6 +10,7 @@ from alphapose_trt.pipeline.pose_nms import (
     ZERO_SCORE,
     PoseNmsResult,
     pose_nms,
+    pose_nms_frames,
     pose_nms_reference,
 )
 
@@ -225,3 +226,30 @@ def test_fast_equals_reference_on_a_crowd() -> None:
     ref = pose_nms_reference(*inputs)
     _assert_same(pose_nms(*inputs), ref)
     assert people // 2 < len(ref) < len(who)
+
+
+def test_frames_at_once_equal_each_frame_alone() -> None:
+    """pose_nms_frames over a batch gives exactly pose_nms of each frame: no cluster crosses
+    frames even where poses of two frames coincide, and every frame keeps its own pick order."""
+    rng = np.random.default_rng(7)
+    frames, sizes = [], [5, 0, 7, 3]
+    base = rng.uniform(0, 200, (7, 17, 2))
+    for f, n in enumerate(sizes):
+        xy = rng.uniform(0, 300, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(40, 120, (n, 2))], axis=1)
+        # frames 0 and 2 share near-identical poses, which would merge within one frame
+        coords = base[:n] + rng.normal(0, 0.5, (n, 17, 2)) if f in (0, 2) else rng.uniform(0, 300, (n, 17, 2))
+        frames.append((boxes, rng.uniform(0.2, 1, n), coords, rng.uniform(0, 1, (n, 17))))
+    index = np.concatenate([np.full(n, f) for f, n in enumerate(sizes)])
+    stacked = [np.concatenate([fr[i] for fr in frames]) for i in range(4)]
+    together = pose_nms_frames(index, len(sizes), *stacked, area_threshold=10.0)
+    assert len(together) == len(sizes)
+    offsets = np.cumsum([0] + sizes[:-1])
+    for fr, got, offset in zip(frames, together, offsets):
+        want = pose_nms(*fr, area_threshold=10.0)
+        assert len(got) == len(want)
+        for field in ("boxes", "box_scores", "keypoints", "keypoint_scores", "scores"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+        np.testing.assert_array_equal(got.source - offset, want.source)
+    # in one frame, the coinciding poses of frames 0 and 2 would merge: the frame mask matters
+    assert len(pose_nms(*stacked, area_threshold=10.0)) < sum(len(r) for r in together)

@@ -426,13 +426,25 @@ class ConvBlock(nn.Module):
         return [self.conv.bias, self.conv.weight]
 
 
+CHAIN_POOL = 5  # stride-1 pools of size 4k + 1 run as k chained 5x5 pools (see MaxPool)
+
+
 class MaxPool(nn.Module):
-    """Darknet `[maxpool]`, including its asymmetric default padding (see `_maxpool_geometry`)."""
+    """Darknet `[maxpool]`, including its asymmetric default padding (see `_maxpool_geometry`).
+
+    A stride-1 pool of size 4k + 1 with centred padding (SPP's 9 and 13) runs as k chained 5x5
+    pools: the same maximum over the same window (padding never wins a max), exactly, for about
+    a third of the comparisons, and the compilers share the first 5x5 pool between SPP branches.
+    """
 
     def __init__(self, size: int, stride: int, padding: int, out_hw: tuple[int, int]) -> None:
         super().__init__()
         torch_padding, ceil_mode, self.offset = _maxpool_geometry(size, stride, padding)
-        self.pool = nn.MaxPool2d(size, stride, torch_padding, ceil_mode=ceil_mode)
+        chain, rest = divmod(size - 1, CHAIN_POOL - 1)
+        if stride == 1 and torch_padding == size // 2 and size > CHAIN_POOL and rest == 0 and self.offset == 0:
+            self.pool = nn.Sequential(*[nn.MaxPool2d(CHAIN_POOL, 1, CHAIN_POOL // 2)] * chain)
+        else:
+            self.pool = nn.MaxPool2d(size, stride, torch_padding, ceil_mode=ceil_mode)
         self.crop = self.offset != 0 or ceil_mode
         self.out_hw = out_hw
 

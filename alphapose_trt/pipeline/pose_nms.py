@@ -16,9 +16,10 @@ Algorithm (per image, N candidate poses of K joints, scores of exactly 0 read as
   2.25 * x-extent * y-extent of the merged pose < area_threshold.
 - Person score = mean(merged scores) + box score + 1.25 * max(merged scores).
 
-`pose_nms_reference` is that, written pick by pick in numpy; `pose_nms` (used by the pipeline)
-computes every pairwise distance and similarity once as (N, N, K) arrays, so its greedy loop only
-does index work, and merges all clusters in one batched step. Both share the per-pair helpers,
+`pose_nms_reference` is that, written pick by pick in numpy; `pose_nms` / `pose_nms_frames` (the
+pipeline's, all frames of a batch at once) compute every pairwise distance and similarity once
+as (N, N, K) arrays, so the greedy loop only does index work, and merge all clusters in one
+batched step. Both share the per-pair helpers,
 so their threshold decisions are identical. Both run in float64 on the CPU (AlphaPose uses
 float32 torch; the difference is far below a pixel): N is a few boxes to a few hundred, too
 small for the device to gain anything, and the keypoints are copied back for output anyway.
@@ -210,18 +211,33 @@ def pose_nms_reference(boxes: ArrayLike, box_scores: ArrayLike, coords: ArrayLik
 
 def pose_nms(boxes: ArrayLike, box_scores: ArrayLike, coords: ArrayLike, scores: ArrayLike,
              area_threshold: float = 0.0) -> PoseNmsResult:
-    """Parametric pose NMS, vectorised (the pipeline's path; same results as the reference).
+    """Parametric pose NMS of one image, vectorised (same results as the reference).
 
-    Arguments as `pose_nms_reference`. Pairwise distances (N, N, K), similarities and match
-    counts are computed once (in cache-sized blocks of rows); the greedy loop walks the poses in
-    descending human score (a stable sort, so ties go to the lower index exactly like argmax)
-    and only masks indices; all surviving clusters are merged in one batched step.
+    Arguments as `pose_nms_reference`; see `pose_nms_frames`, which this runs on one frame.
+    """
+    n = np.shape(boxes)[0]
+    return pose_nms_frames(np.zeros(n, dtype=np.int64), 1, boxes, box_scores, coords, scores, area_threshold)[0]
+
+
+def pose_nms_frames(frame_index: ArrayLike, num_frames: int, boxes: ArrayLike, box_scores: ArrayLike,
+                    coords: ArrayLike, scores: ArrayLike, area_threshold: float = 0.0) -> list[PoseNmsResult]:
+    """`pose_nms` of every frame of a batch in one pass (the pipeline's path).
+
+    frame_index (ndarray[N]) names each pose's frame in [0, num_frames); other arguments as
+    `pose_nms_reference`. Distances, similarities and match counts of every pair of poses of one
+    frame are computed once (pairs across frames never are, so no cluster spans two frames); the greedy loop walks the poses in descending human score (a stable sort, so ties
+    go to the lower index exactly like argmax, and each frame sees its own order) and only masks
+    indices; all clusters are merged in one batched step. Per frame this is exactly `pose_nms`,
+    at the numpy call overhead of one frame instead of one per frame.
     """
     poses = _prepare(boxes, box_scores, coords, scores)
     n = len(poses.boxes)
+    frame_index = np.asarray(frame_index, dtype=np.int64).reshape(-1)
+    if frame_index.shape != (n,):
+        raise ValueError(f"frame_index must be ({n},), got {frame_index.shape}")
     if n == 0:
-        return _result(poses, [], [], [])
-    remove = _cluster_matrix(poses)
+        return [_result(poses, [], [], []) for _ in range(num_frames)]
+    remove = _cluster_matrix(poses, frame_index)
     alive = np.ones(n, dtype=bool)
     picks, clusters = [], []
     for i in np.argsort(-poses.human_scores, kind="stable"):
@@ -236,24 +252,27 @@ def pose_nms(boxes: ArrayLike, box_scores: ArrayLike, coords: ArrayLike, scores:
     members = np.asarray(clusters, dtype=bool).reshape(-1, n)[strong]
     pose, pose_scores = _merge_batched(poses, picks_arr, members)
     keep = (pose_scores.max(axis=1) >= SCORE_THRESHOLD) & _passes_area(pose, area_threshold)
-    return _result(poses, picks_arr[keep].tolist(), pose[keep], pose_scores[keep])
+    kept, pose, pose_scores = picks_arr[keep], pose[keep], pose_scores[keep]
+    frame_of = frame_index[kept]
+    return [_result(poses, kept[frame_of == f].tolist(), pose[frame_of == f], pose_scores[frame_of == f])
+            for f in range(num_frames)]
 
 
-def _cluster_matrix(poses: _Poses) -> np.ndarray:
+def _cluster_matrix(poses: _Poses, frame_index: np.ndarray) -> np.ndarray:
     """(N, N) bool: pose j joins pose i's cluster if i is picked while j is left (diagonal True).
 
-    Computed in blocks of rows so the (rows, N, K) temporaries stay around cache size: one
-    (N, N, K) float64 array is megabytes, and its page faults and memory traffic cost more
-    than the arithmetic.
+    Only pairs within one frame are computed (a batch of 8 frames has 1/8 of all pairs), in
+    blocks of pairs so the (pairs, K) temporaries stay around cache size: page faults and memory
+    traffic of megabyte temporaries cost more than the arithmetic.
     """
     n, k = poses.scores.shape
-    step = max(1, _BLOCK_ELEMENTS // (n * k))
-    remove = np.empty((n, n), dtype=bool)
-    for start in range(0, n, step):
-        rows = slice(start, start + step)
-        dist = _joint_distances(poses.coords[rows, None], poses.coords[None, :])
-        remove[rows] = _joins_cluster(dist, poses.tanh_scores[rows, None],
-                                      poses.tanh_scores[None, :], poses.ref_dists[rows, None])
+    rows, cols = np.nonzero(frame_index[:, None] == frame_index[None, :])
+    remove = np.zeros((n, n), dtype=bool)
+    step = max(1, _BLOCK_ELEMENTS // k)
+    for start in range(0, len(rows), step):
+        i, j = rows[start : start + step], cols[start : start + step]
+        dist = _joint_distances(poses.coords[i], poses.coords[j])
+        remove[i, j] = _joins_cluster(dist, poses.tanh_scores[i], poses.tanh_scores[j], poses.ref_dists[i])
     np.fill_diagonal(remove, True)
     return remove
 

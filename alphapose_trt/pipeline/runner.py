@@ -23,7 +23,7 @@ from alphapose_trt.errors import AlphaPoseTrtError
 from alphapose_trt.pipeline import crop as crop_ops
 from alphapose_trt.pipeline import decode as decode_ops
 from alphapose_trt.pipeline import detect as detect_ops
-from alphapose_trt.pipeline.pose_nms import PoseNmsResult, pose_nms, pose_nms_reference
+from alphapose_trt.pipeline.pose_nms import PoseNmsResult, pose_nms_frames, pose_nms_reference
 from alphapose_trt.pipeline.transfer import FrameUploader, HostCopy, StackedFrames, StagedFrames, to_device
 from alphapose_trt.results import Person
 from alphapose_trt.skeleton import flip_pairs
@@ -70,20 +70,16 @@ def _pose_facts(pose: Engine) -> tuple[tuple[int, int], tuple[float, ...], float
 
 
 def _persons(nms: PoseNmsResult) -> list[Person]:
-    out = []
-    for i in range(len(nms)):
-        x1, y1, x2, y2 = (float(v) for v in nms.boxes[i])
-        out.append(
-            Person(
-                box=np.array([x1, y1, x2 - x1, y2 - y1], dtype=np.float32),
-                box_score=float(nms.box_scores[i]),
-                keypoints=nms.keypoints[i].astype(np.float32),
-                keypoint_scores=nms.keypoint_scores[i].astype(np.float32),
-                score=float(nms.scores[i]),
-                idx=i,
-            )
-        )
-    return out
+    boxes = np.array(nms.boxes, dtype=np.float64)
+    boxes[:, 2:] -= boxes[:, :2]  # x1 y1 x2 y2 -> x y w h
+    boxes = boxes.astype(np.float32)
+    keypoints, keypoint_scores = nms.keypoints.astype(np.float32), nms.keypoint_scores.astype(np.float32)
+    box_scores, scores = nms.box_scores.tolist(), nms.scores.tolist()
+    return [
+        Person(box=boxes[i], box_score=box_scores[i], keypoints=keypoints[i], keypoint_scores=keypoint_scores[i],
+               score=scores[i], idx=i)
+        for i in range(len(nms))
+    ]
 
 
 _Staged = tuple[StagedFrames | StackedFrames, list[torch.Tensor] | None]  # frames, given boxes
@@ -279,11 +275,10 @@ class PosePipeline:
         results: list[list[Person]] = []
         for group in groups:
             coords, scores = (t.numpy() for t in group.copy.wait())
-            for frame in range(group.frames):
-                rows = group.index == frame
-                d = group.dets[rows]
-                nms = pose_nms(d[:, :4], d[:, 4], coords[rows], scores[rows], self.config.pose_area)
-                results.append(_persons(nms))
+            d = group.dets
+            per_frame = pose_nms_frames(group.index, group.frames, d[:, :4], d[:, 4], coords, scores,
+                                        self.config.pose_area)
+            results += [_persons(nms) for nms in per_frame]
         return results
 
 
