@@ -17,13 +17,39 @@ from pathlib import Path
 
 import torch
 
-from alphapose_trt.bench import BenchOptions, decode_fps, load_models, make_frames, video_pipeline_fps
+from alphapose_trt.api import batched
+from alphapose_trt.bench import BenchOptions, decode_fps, load_models, make_frames
+from alphapose_trt.io.sources import open_source
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import EagerEngine
 from alphapose_trt.pipeline import runner, transfer
 from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline
 
 STAGES = ("_stage", "_launch_detect", "_launch_pose", "_boxes", "_estimate", "_finish")
+
+
+def video_fps(pipe: PosePipeline, path: Path, limit: int) -> tuple[float, float]:
+    """Frames/s of the pipeline reading `path`, and the share of that time the pipeline's thread
+    waited for decoded frames (high: the reader is the bottleneck; low: the pipeline is)."""
+    waited, count = 0.0, 0
+    with open_source(video=path) as source:
+        reader = iter(source)
+
+        def images():
+            nonlocal waited
+            for _ in range(limit):
+                t = time.perf_counter()
+                frame = next(reader, None)
+                waited += time.perf_counter() - t
+                if frame is None:
+                    return
+                yield frame.image
+
+        start = time.perf_counter()
+        for _, results in pipe.process_stream((None, chunk, None) for chunk in batched(images(), 8)):
+            count += len(results)
+        total = time.perf_counter() - start
+    return count / total, waited / total
 
 
 def main() -> None:
@@ -99,8 +125,9 @@ def main() -> None:
         for name, sec in sorted(host.items(), key=lambda kv: -kv[1]):
             print(f"  {name:22s} {sec / len(chunks) * 1e3:6.2f}")
         if args.video:
-            fps = video_pipeline_fps(pipe, Path(args.video), len(frames), 8)
-            print(f"  from {args.video}: {fps:.1f} frames/s (decoding alone {decode_fps(Path(args.video), len(frames)):.1f})")
+            fps, starved = video_fps(pipe, Path(args.video), len(frames))
+            print(f"  from {args.video}: {fps:.1f} frames/s, {starved:.0%} of it waiting for frames "
+                  f"(decoding alone {decode_fps(Path(args.video), len(frames)):.1f})")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in pipe.process_stream((None, c, None) for c in chunks[:6]):
             pass
