@@ -16,11 +16,13 @@ import torch
 F = TypeVar("F", bound=Callable)
 
 
-def fused(fn: F) -> F:
+def fused(fn: F, dynamic: bool | None = None) -> F:
     """`fn` under torch.compile, compiled on its first call (importing stays cheap).
 
-    Shapes start static and turn dynamic on a second distinct shape (torch.compile's default),
-    so a varying number of boxes or frame sizes costs one more build, not one per value.
+    dynamic: True for functions whose row count changes every call (boxes, heatmaps): one build
+    serves all counts, so no rebuild lands in the middle of a stream (measured: a mid-stream
+    rebuild cost a 256-frame benchmark half a minute). None (torch's default) for frame sizes,
+    which rarely change: static kernels first, dynamic ones after a second size.
     """
     compiled: Callable | None = None
 
@@ -28,7 +30,7 @@ def fused(fn: F) -> F:
     def run(*args, **kwargs):
         nonlocal compiled
         if compiled is None:
-            compiled = torch.compile(fn, fullgraph=True)
+            compiled = torch.compile(fn, fullgraph=True, dynamic=dynamic)
         return compiled(*args, **kwargs)
 
     return run  # type: ignore[return-value]
