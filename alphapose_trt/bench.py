@@ -596,6 +596,12 @@ class PipelineRow:
     def fps(self) -> float:
         return self.frames / (sum(self.batch_ms) / 1e3)
 
+    @property
+    def median_fps(self) -> float:
+        """Frames/s of the median batch: the steady rate, beside `fps`, which a one-off stall (an
+        Inductor rebuild, a page-cache miss) drags down for the whole run."""
+        return self.frames / len(self.batch_ms) / (statistics.median(self.batch_ms) / 1e3)
+
 
 def _chunks(frames: Sequence[np.ndarray], size: int) -> list[Sequence[np.ndarray]]:
     return [frames[i : i + size] for i in range(0, len(frames), size)]
@@ -762,7 +768,7 @@ def summarize_pipeline(rows: Sequence[PipelineRow]) -> list[dict[str, Any]]:
     for row in rows:
         entry: dict[str, Any] = {**dataclasses.asdict(row), "status": "ok" if row.ok else "unavailable"}
         if row.ok:
-            entry.update(fps=row.fps, speedup=row.fps / reference.fps)
+            entry.update(fps=row.fps, median_fps=row.median_fps, speedup=row.fps / reference.fps)
         out.append(entry)
     return out
 
@@ -834,7 +840,8 @@ def _header(report: dict[str, Any]) -> list[str]:
     if report["model"] == "pipeline":
         method = [
             f"- timing: host wall clock of the whole `process_stream` over the frames (as `infer` runs: "
-            f"three batches in flight, every result back on the host), after {s['warmup']} warm-up batches",
+            f"several batches in flight, every result back on the host), after {s['warmup']} warm-up batches; "
+            "median-batch frames/s is the steady rate without one-off stalls",
             "- baseline: the reference pipeline (AlphaPose's way: per frame and per crop, eager fp32), this run",
         ]
     else:
@@ -887,8 +894,8 @@ def _model_table(report: dict[str, Any]) -> list[str]:
 def _pipeline_cells(entry: dict[str, Any], video: bool) -> list[str]:
     head = [entry["backend"], entry["precision"], str(entry["batch"])]
     if entry["status"] != "ok":
-        return head + ["unavailable: " + entry["reason"].replace("|", "/")] + ["-"] * (6 + 2 * video)
-    cells = [_fmt(entry["fps"], 1), _fmt(entry["speedup"]) + "x", _fmt(entry["persons_per_frame"], 1),
+        return head + ["unavailable: " + entry["reason"].replace("|", "/")] + ["-"] * (7 + 2 * video)
+    cells = [_fmt(entry["fps"], 1), _fmt(entry["median_fps"], 1), _fmt(entry["speedup"]) + "x", _fmt(entry["persons_per_frame"], 1),
              _fmt(entry["gpu_peak_mb"], 0), _fmt(entry["rss_mb"], 0), _fmt(entry["build_s"], 1)]
     if video:
         v = entry["video"] or {}
@@ -909,7 +916,8 @@ def _pipeline_table(report: dict[str, Any]) -> list[str]:
     ]
     if video:
         lines.append(f"- video: {info['video']}, decoding alone {info['decode_fps']:.1f} frames/s")
-    columns = ["pipeline", "precision", "frames/call", "frames/s", "speed-up vs reference", "persons/frame",
+    columns = ["pipeline", "precision", "frames/call", "frames/s", "median-batch frames/s", "speed-up vs reference",
+               "persons/frame",
                "GPU peak MiB", "host RSS MiB", "build s"] + (["video frames/s", "video/decode"] if video else [])
     lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_pipeline_cells(e, video)) + " |" for e in report["rows"]]

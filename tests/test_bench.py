@@ -140,6 +140,7 @@ def test_pipeline_bench_with_video(synthetic_dir, detector_weights, tmp_path):
     for row in report["rows"]:
         assert row["status"] == "ok", row["reason"]
         assert row["fps"] > 0 and 0 < row["persons_per_frame"] <= 2  # pose NMS may merge the 2 boxes
+        assert row["median_fps"] == pytest.approx(row["frames"] / len(row["batch_ms"]) / (np.median(row["batch_ms"]) / 1e3))
     assert len(fast["batch_ms"]) == 2  # 3 frames in calls of 2 and 1
     info = report["pipeline_info"]
     assert info["decode_fps"] > 0 and info["rss_end_mb"] > 0
