@@ -96,7 +96,7 @@ class FrameUploader:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        self._free: dict[tuple, list[tuple[Tensor, torch.cuda.Event]]] = {}
+        self._free: list[tuple[Tensor, torch.cuda.Event]] = []  # staging buffers of the latest shape
         self._copier = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="upload")
 
     def __call__(self, frames: Sequence[np.ndarray]) -> Tensor:
@@ -107,9 +107,10 @@ class FrameUploader:
         if self.stream is None:
             return StackedFrames(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
         shape = (len(frames), *frames[0].shape)
-        free = self._free.setdefault(shape, [])
-        if free and free[0][1].query():  # the oldest buffer's transfer is done: reuse it
-            buffer, sent = free.pop(0)
+        if self._free and tuple(self._free[0][0].shape) != shape:
+            self._free.clear()  # a new frame size (image folders): don't hoard pinned memory per size
+        if self._free and self._free[0][1].query():  # the oldest buffer's transfer is done: reuse it
+            buffer, sent = self._free.pop(0)
         else:  # all in transfer: one more buffer (as many as batches in flight, then reused)
             buffer, sent = torch.empty(shape, dtype=torch.uint8, pin_memory=True), torch.cuda.Event()
         staging = buffer.numpy()
@@ -118,7 +119,4 @@ class FrameUploader:
 
     def give_back(self, buffer: Tensor, sent: torch.cuda.Event) -> None:
         """Return a staging buffer whose transfer is queued (reused once `sent` has fired)."""
-        self._free.setdefault(tuple(buffer.shape), []).append((buffer, sent))
-
-    def close(self) -> None:
-        self._copier.shutdown(wait=False)
+        self._free.append((buffer, sent))
