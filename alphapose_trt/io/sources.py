@@ -19,6 +19,7 @@ import queue
 import re
 import threading
 from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin before 3.11
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -146,7 +147,7 @@ class _PendingFrame:
         while True:
             try:
                 return self.image.result(timeout=_POLL_S)
-            except TimeoutError:
+            except FutureTimeout:
                 continue
 
 
