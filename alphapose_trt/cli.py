@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -134,6 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("alphapose-trt: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our stdout went away (`inspect x | head`): no traceback, and point stdout
+        # at /dev/null so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

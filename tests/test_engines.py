@@ -3,6 +3,8 @@ splitting/padding, metadata round trips and clear errors for bad engine files.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,18 @@ def test_tensorrt_missing_is_a_clear_error(tmp_path, model):
             export_engine(model, "tensorrt", tmp_path / "m.engine", (1, 1, 1), "fp16")
         return
     pytest.fail("tensorrt is installed here: run tests/test_tensorrt.py on a GPU instead")
+
+
+def test_closed_stdout_pipe_ends_quietly():
+    """`alphapose-trt inspect x | head` must not end in a BrokenPipeError traceback."""
+    script = (
+        "import sys\n"
+        "from alphapose_trt import cli\n"
+        "def closed_pipe(args):\n"
+        "    raise BrokenPipeError\n"
+        "cli._cmd_inspect = closed_pipe\n"
+        "sys.exit(cli.main(['inspect', 'x.onnx']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
