@@ -16,7 +16,7 @@ from alphapose_trt.engines.eager import EagerEngine
 from alphapose_trt.pipeline import crop as crop_ops
 from alphapose_trt.pipeline import detect as detect_ops
 from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline, ReferencePipeline
-from conftest import make_frame
+from conftest import assert_same_persons, make_frame
 
 pytestmark = pytest.mark.gpu
 MAX_BATCH = 8
@@ -121,8 +121,6 @@ def test_fused_ops_match_eager_ops_on_cuda(gpu_detector, pose_model):
     """Letterbox, crops and decode as Triton kernels (config.fuse) against the eager ops, on the
     same fp32 engines, and process_stream against process_batch: boxes within 1e-2 px (a fused
     letterbox may round a pixel one level apart), keypoints identical but for near-tie flips."""
-    from conftest import assert_same_persons
-
     frames = [make_frame(1080, 1920, seed=s) for s in range(4)]
     det32 = EagerEngine(gpu_detector, "cuda", "fp32", channels_last=False)
     pose32 = EagerEngine(pose_model, "cuda", "fp32", channels_last=False)

@@ -190,10 +190,15 @@ def test_bad_inputs_raise_clear_errors(tmp_path, kwargs_of, needle):
 def small_video(tmp_path_factory) -> Path:
     """10 flat frames of increasing brightness, 64x48, 10 fps, MJPG."""
     path = tmp_path_factory.mktemp("video") / "clip.avi"
+    return _write_mjpg(path, (_flat(20 * i, (VIDEO_SIZE[1], VIDEO_SIZE[0], 3)) for i in range(VIDEO_FRAMES)))
+
+
+def _write_mjpg(path: Path, frames) -> Path:
+    """An MJPG clip of VIDEO_SIZE at VIDEO_FPS holding the given BGR frames."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), VIDEO_FPS, VIDEO_SIZE)
     assert writer.isOpened()
-    for i in range(VIDEO_FRAMES):
-        writer.write(_flat(20 * i, (VIDEO_SIZE[1], VIDEO_SIZE[0], 3)))
+    for frame in frames:
+        writer.write(frame)
     writer.release()
     return path
 
@@ -311,12 +316,7 @@ def _pool_threads() -> list[threading.Thread]:
 def numbered_video(tmp_path_factory) -> Path:
     """40 frames of 64x48, MJPG, each carrying its frame number in its pixel values."""
     path = tmp_path_factory.mktemp("numbered") / "numbered.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), VIDEO_FPS, VIDEO_SIZE)
-    assert writer.isOpened()
-    for i in range(ORDER_FRAMES):
-        writer.write(_numbered(i))
-    writer.release()
-    return path
+    return _write_mjpg(path, (_numbered(i) for i in range(ORDER_FRAMES)))
 
 
 def _reference_decode(path: Path) -> list[np.ndarray]:
