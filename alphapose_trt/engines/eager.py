@@ -59,12 +59,15 @@ class CudaGraphCache:
 
     Why: at small batches a conv net is launch-bound (hundreds of kernels of a few microseconds);
     replaying a captured graph removes the per-kernel CPU launch cost. The output is cloned
-    because the next replay overwrites the graph's static output buffer.
+    because the next replay overwrites the graph's static output buffer. All shapes share one
+    memory pool: their replays never overlap (one stream, one call at a time), so the buckets'
+    intermediate buffers need not each have their own memory.
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.fn = fn
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self.pool: tuple[int, int] | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         key = (tuple(x.shape), x.dtype, x.device)
@@ -77,7 +80,8 @@ class CudaGraphCache:
                     self.fn(static_in)
             torch.cuda.current_stream(x.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            self.pool = self.pool or torch.cuda.graph_pool_handle()
+            with torch.cuda.graph(graph, pool=self.pool):
                 static_out = self.fn(static_in)
             self.graphs[key] = (graph, static_in, static_out)
         graph, static_in, static_out = self.graphs[key]
