@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exact commands behind benchmarks/README.md, run on the lent H100 from the repository root:
-#   bash benchmarks/h100.sh tests|models|pipeline OUTDIR
+#   bash benchmarks/h100.sh tests|models|pipeline|profile|aot|autotune OUTDIR
 # Synthetic weights (speed does not depend on the values); caches under .cache/ so a warm
 # machine reuses weights and Inductor builds between stages.
 set -uo pipefail
@@ -10,6 +10,17 @@ export ALPHAPOSE_TRT_HOME=$PWD/.cache/aptrt TORCHINDUCTOR_CACHE_DIR=$PWD/.cache/
 cli="python3 -m alphapose_trt.cli"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+make_clip() {  # 300 frames of 1080p mp4v, a panning colour field
+  python3 - "$out/clip1080.mp4" <<'PY'
+import sys, cv2, numpy as np
+w = cv2.VideoWriter(sys.argv[1], cv2.VideoWriter_fourcc(*"mp4v"), 30, (1920, 1080))
+rng = np.random.default_rng(0)
+base = cv2.resize(rng.integers(0, 256, (68, 120, 3), dtype=np.uint8), (1920, 1080))
+for i in range(300):
+    w.write(np.roll(base, 4 * i, axis=1))
+w.release()
+PY
+}
 case $stage in
   tests)
     python3 -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider --durations=10 ${TESTS_K:+-k "$TESTS_K"} 2>&1 | tee "$out/gpu_tests.log" ;;
@@ -25,21 +36,18 @@ case $stage in
     COMPILE_MODE=max-autotune
     $cli bench --model pose --backend compiled --precision fp16 --batch ${BATCHES:-1,64} --compile-mode max-autotune \
       --outdir "$out/pose-autotune" 2>&1 | tail -12 ;;
+  profile)
+    # host time per pipeline stage, the share of video time spent waiting for frames, kernel tables
+    make_clip
+    python3 benchmarks/profile_pipeline.py --lags 2 --frames ${FRAMES:-256} --video "$out/clip1080.mp4" ${PROFILE_ARGS:-} 2>&1 \
+      | grep -v Warn | tee "$out/profile.txt" | head -30 ;;
   models)
     $cli bench --model pose --backend eager,compiled --precision fp16 --batch 1,64 \
       --compile-mode "${COMPILE_MODE:-reduce-overhead}" --outdir "$out/pose" 2>&1 | tail -25
     $cli bench --model detector --backend eager,compiled --precision fp16 --batch 1,8 \
       --compile-mode "${COMPILE_MODE:-reduce-overhead}" --outdir "$out/detector" 2>&1 | tail -25 ;;
   pipeline)
-    python3 - "$out/clip1080.mp4" <<'PY'
-import sys, cv2, numpy as np
-w = cv2.VideoWriter(sys.argv[1], cv2.VideoWriter_fourcc(*"mp4v"), 30, (1920, 1080))
-rng = np.random.default_rng(0)
-base = cv2.resize(rng.integers(0, 256, (68, 120, 3), dtype=np.uint8), (1920, 1080))
-for i in range(300):
-    w.write(np.roll(base, 4 * i, axis=1))
-w.release()
-PY
+    make_clip
     $cli bench --model pipeline --backend eager,compiled --precision fp16 --batch 8 --frames ${FRAMES:-256} \
       --max-persons 8 --compile-mode "${COMPILE_MODE:-reduce-overhead}" --video "$out/clip1080.mp4" \
       --outdir "$out/pipeline" 2>&1 | tail -25 ;;

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import resource
 import sys
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -28,10 +31,14 @@ from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline
 STAGES = ("_stage", "_launch_detect", "_launch_pose", "_boxes", "_estimate", "_finish")
 
 
-def video_fps(pipe: PosePipeline, path: Path, limit: int) -> tuple[float, float]:
-    """Frames/s of the pipeline reading `path`, and the share of that time the pipeline's thread
-    waited for decoded frames (high: the reader is the bottleneck; low: the pipeline is)."""
+def video_fps(pipe: PosePipeline, path: Path, limit: int) -> tuple[float, float, str]:
+    """Frames/s of the pipeline reading `path`, the share of that time the pipeline's thread
+    waited for decoded frames (high: the reader is the bottleneck; low: the pipeline is), and
+    where the host's time went: the pipeline thread's own CPU time against the wall time (a low
+    share while not waiting for frames means it waited for the GIL or a lock), and the process's
+    user/system CPU and page faults per frame (system time and faults: memory mapping churn)."""
     waited, count = 0.0, 0
+    usage, thread_cpu = resource.getrusage(resource.RUSAGE_SELF), time.thread_time()
     with open_source(video=path) as source:
         reader = iter(source)
 
@@ -49,7 +56,41 @@ def video_fps(pipe: PosePipeline, path: Path, limit: int) -> tuple[float, float]
         for _, results in pipe.process_stream((None, chunk, None) for chunk in batched(images(), 8)):
             count += len(results)
         total = time.perf_counter() - start
-    return count / total, waited / total
+    thread_cpu = time.thread_time() - thread_cpu
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    host = (f"pipeline thread on CPU {thread_cpu / total:.0%} of the wall time; per frame: process user "
+            f"{(after.ru_utime - usage.ru_utime) / count * 1e3:.2f} ms, system {(after.ru_stime - usage.ru_stime) / count * 1e3:.2f} ms, "
+            f"{(after.ru_minflt - usage.ru_minflt) / count:.0f} page faults")
+    return count / total, waited / total, host
+
+
+@contextlib.contextmanager
+def video_settings(variant: str):
+    """Apply one --video-variants entry for the duration of a video run (then restore)."""
+    import cv2
+
+    from alphapose_trt.io import sources
+
+    threads, blocking, capture, convert = cv2.getNumThreads(), transfer.BLOCKING_WAIT, sources.cv2.VideoCapture, sources._to_rgb8
+    for part in variant.split("+"):
+        if part == "spin":
+            transfer.BLOCKING_WAIT = False
+        elif part == "cvdefault":
+            cv2.setNumThreads(-1)
+        elif part.startswith("ff"):
+            n = int(part[2:])
+            sources.cv2 = types.SimpleNamespace(**{k: getattr(cv2, k) for k in dir(cv2) if not k.startswith("__")})
+            sources.cv2.VideoCapture = lambda target: capture(target, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, n])
+        elif part == "noconvert":  # frames stay BGR: what skipping the colour conversion would gain
+            sources._to_rgb8 = lambda decoded, path: decoded
+        elif part != "base":
+            raise SystemExit(f"unknown video variant {part!r}")
+    try:
+        yield
+    finally:
+        transfer.BLOCKING_WAIT = blocking
+        cv2.setNumThreads(threads)
+        sources.cv2, sources._to_rgb8 = cv2, convert
 
 
 def main() -> None:
@@ -58,6 +99,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=128)
     ap.add_argument("--lags", default="1,2")
     ap.add_argument("--video", default=None, help="also time the pipeline reading this file")
+    ap.add_argument("--video-variants", default="base",
+                    help="host settings to try for the video run, '+'-joined within one: base (the pipeline's), spin "
+                         "(HostCopy waits spin, CUDA's default), cvdefault (OpenCV's own thread count), ffN (N FFmpeg threads), noconvert (skip BGR->RGB)")
     ap.add_argument("--threads", type=int, default=None, help="then torch.set_num_threads(N) and rerun the last lag")
     ap.add_argument("--cv-threads", type=int, default=None, help="then cv2.setNumThreads(N) and rerun the last lag")
     ap.add_argument("--switch", default=None, help="then each sys.setswitchinterval value (s) with the last lag")
@@ -124,10 +168,12 @@ def main() -> None:
         print(f"{args.backend}, stage lag {lag}, {torch.get_num_threads()} torch threads, cv2 threads {cv_threads or 'default'}, switch {sys.getswitchinterval() * 1e3:.2f} ms: {len(frames) / total:.1f} frames/s; host ms per batch of 8 (of {total / len(chunks) * 1e3:.1f}):")
         for name, sec in sorted(host.items(), key=lambda kv: -kv[1]):
             print(f"  {name:22s} {sec / len(chunks) * 1e3:6.2f}")
-        if args.video:
-            fps, starved = video_fps(pipe, Path(args.video), len(frames))
-            print(f"  from {args.video}: {fps:.1f} frames/s, {starved:.0%} of it waiting for frames "
-                  f"(decoding alone {decode_fps(Path(args.video), len(frames)):.1f})")
+        for variant in (args.video_variants.split(",") if args.video else []):
+            with video_settings(variant):
+                fps, starved, host_use = video_fps(pipe, Path(args.video), len(frames))
+                alone = decode_fps(Path(args.video), len(frames))
+            print(f"  [{variant}] from {args.video}: {fps:.1f} frames/s, {starved:.0%} of it waiting for frames "
+                  f"(decoding alone {alone:.1f}); {host_use}")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in pipe.process_stream((None, c, None) for c in chunks[:6]):
             pass

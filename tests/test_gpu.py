@@ -7,6 +7,7 @@ reference pipeline on CUDA.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,7 @@ from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import EagerEngine
 from alphapose_trt.pipeline import crop as crop_ops
 from alphapose_trt.pipeline import detect as detect_ops
+from alphapose_trt.pipeline import runner
 from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline, ReferencePipeline
 from conftest import assert_same_persons, make_frame
 
@@ -82,6 +84,8 @@ def test_fast_pipeline_matches_reference_on_cuda(gpu_detector, pose_model):
     pose32 = EagerEngine(pose_model, "cuda", "fp32", channels_last=False)
     ref_pipe = ReferencePipeline(det32, pose32, config)
     fast_pipe = PosePipeline(det32, pose32, "cuda", config)
+    # a CUDA pipeline runs its host side on one torch and one OpenCV thread (process-wide)
+    assert (torch.get_num_threads(), cv2.getNumThreads()) == (runner.HOST_TORCH_THREADS, runner.HOST_CV_THREADS) == (1, 1)
     # detector stage: letterbox rounding moves boxes by up to two detector-input pixels (1920 / 608
     # image px each) and objectness by < 0.01
     ref_boxes = []

@@ -19,6 +19,10 @@ import torch
 from torch import Tensor
 
 UPLOAD_THREADS = 8  # host threads copying frames into pinned memory (the H100 host has 16 cores)
+# HostCopy.wait sleeps until the copy is done instead of spinning on a core (CUDA's default):
+# the pipeline waits there ~2 ms per batch, a core the video decoder can use meanwhile (H100
+# host, 1080p mp4: 364 -> 407 frames/s; 465 -> 473 with one OpenCV thread).
+BLOCKING_WAIT = True
 
 
 def to_device(values: np.ndarray | Tensor | Sequence[float], device: torch.device,
@@ -40,7 +44,7 @@ class HostCopy:
         if not tensors or tensors[0].device.type != "cuda":
             return cls(list(tensors), None)
         host = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True).copy_(t, non_blocking=True) for t in tensors]
-        ready = torch.cuda.Event()
+        ready = torch.cuda.Event(blocking=BLOCKING_WAIT)
         ready.record()
         return cls(host, ready)
 

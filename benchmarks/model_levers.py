@@ -1,0 +1,214 @@
+"""Which lever moves the model engines on this GPU: latency, throughput and a kernel-time breakdown
+(convolution / GEMM / Triton / other kernels per call, against the wall time per call) for
+compiled-engine variants of both models, measured in one process.
+
+    python3 benchmarks/model_levers.py [--models pose,detector] [--variants ...] [--profile]
+
+Variants: `compiled` (what `bench` runs: reduce-overhead, cudnn.benchmark on), `no-benchmark`
+(cuDNN's heuristics, what a pipeline got before engines set the flag), `1x1-as-mm` (Inductor's
+conv_1x1_as_mm), `gemm-autotune` (1x1 convs as Triton-autotuned GEMMs with fused epilogues,
+convolutions stay on cuDNN). Synthetic weights (speed does not depend on the values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import statistics
+import time
+
+import torch
+import torch._inductor.config as inductor_config
+
+from alphapose_trt.bench import BenchOptions, Stopwatch, load_models, random_inputs
+from alphapose_trt.engines.compiled import CompiledEngine
+
+BATCHES = {"pose": (1, 64), "detector": (1, 8)}
+VARIANTS = {
+    "compiled": {},
+    "no-benchmark": {},
+    "1x1-as-mm": {"conv_1x1_as_mm": True},
+    "gemm-autotune": {
+        "conv_1x1_as_mm": True,
+        "max_autotune_gemm": True,
+        "max_autotune_gemm_backends": "TRITON,ATEN",
+    },
+}
+
+
+def category(name: str) -> str:
+    low = name.lower()
+    if "fprop" in low or "conv" in low or "implicit" in low or "cudnn" in low:
+        return "conv"
+    if "gemm" in low or "nvjet" in low or "cutlass" in low or "mm_" in low or low.startswith("triton_tem"):
+        return "gemm"
+    if low.startswith("triton"):
+        return "triton"
+    return "other"
+
+
+def kernel_breakdown(engine, x: torch.Tensor, calls: int = 10) -> dict[str, float]:
+    """Device time per call by kernel category (ms) and kernels per call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            engine(x)
+        torch.cuda.synchronize()
+    sums: dict[str, float] = collections.defaultdict(float)
+    count = 0
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA and "memcpy" not in event.name.lower():
+            sums[category(event.name)] += event.device_time / 1e3 / calls
+            count += 1
+    sums["kernels"] = count / calls
+    return dict(sums)
+
+
+class FusedConv(torch.nn.Module):
+    """Conv + folded BatchNorm as one cuDNN call: conv+bias(+residual)+ReLU fused by cuDNN."""
+
+    def __init__(self, conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None, relu: bool) -> None:
+        super().__init__()
+        w, b = conv.weight.detach().float(), conv.bias
+        b = torch.zeros(w.shape[0], device=w.device) if b is None else b.detach().float()
+        if bn is not None:
+            scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
+            w = w * scale[:, None, None, None]
+            b = (b - bn.running_mean.float()) * scale + bn.bias.detach().float()
+        self.weight = w.half().contiguous(memory_format=torch.channels_last)
+        self.bias = b.half()
+        self.args = (list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        if z is not None:
+            return torch.cudnn_convolution_add_relu(x, self.weight, z, 1.0, self.bias, *self.args)
+        if self.relu:
+            return torch.cudnn_convolution_relu(x, self.weight, self.bias, *self.args)
+        s, p, d, g = self.args
+        return torch.nn.functional.conv2d(x, self.weight, self.bias, s, p, d, g)
+
+
+class FusedBottleneck(torch.nn.Module):
+    def __init__(self, block) -> None:
+        super().__init__()
+        self.c1 = FusedConv(block.conv1, block.bn1, True)
+        self.c2 = FusedConv(block.conv2, block.bn2, True)
+        self.c3 = FusedConv(block.conv3, block.bn3, False)
+        self.se = block.se
+        self.down = None if block.downsample is None else FusedConv(block.downsample[0], block.downsample[1], False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.c2(self.c1(x))
+        residual = x if self.down is None else self.down(x)
+        if self.se is None:
+            return self.c3(out, residual)
+        return torch.relu(self.se(self.c3(out)) + residual)
+
+
+class FusedFastPose(torch.nn.Module):
+    """FastPose with every conv+BN(+add)+ReLU as one cuDNN fused call (fp16, channels_last)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        pre = model.preact
+        self.stem = FusedConv(pre.conv1, pre.bn1, True)
+        self.maxpool = pre.maxpool
+        self.blocks = torch.nn.Sequential(*[FusedBottleneck(b) for n in ("layer1", "layer2", "layer3", "layer4")
+                                            for b in getattr(pre, n)])
+        self.shuffle = model.suffle1
+        self.duc1 = FusedConv(model.duc1.conv, model.duc1.bn, True)
+        self.duc2 = FusedConv(model.duc2.conv, model.duc2.bn, True)
+        self.ps = model.duc1.pixel_shuffle
+        self.out = FusedConv(model.conv_out, None, False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.maxpool(self.stem(x.contiguous(memory_format=torch.channels_last))))
+        x = self.ps(self.duc1(self.shuffle(x).contiguous(memory_format=torch.channels_last)))
+        x = self.ps(self.duc2(x.contiguous(memory_format=torch.channels_last)))
+        return self.out(x.contiguous(memory_format=torch.channels_last))
+
+
+def bench_cudnn_fused(models, watch, iters: int) -> None:
+    """Pose only: eager fused module + CUDA graphs, checked against the eager fp16 module."""
+    from alphapose_trt.engines.eager import CudaGraphCache, EagerEngine
+
+    ref = EagerEngine(models["pose"], "cuda", "fp16", max_batch=64)
+    module = FusedFastPose(ref.module.eval())
+    for flag in (True, False):
+        torch.backends.cudnn.benchmark = flag
+        with torch.inference_mode():
+            graphs = CudaGraphCache(module)
+            for batch in BATCHES["pose"]:
+                inputs = random_inputs(ref, batch, 3, batch)
+                want, got = ref(inputs[0]).float(), graphs(inputs[0]).float()
+                err = ((want - got).abs().max() / want.abs().max()).item()
+                for i in range(10):
+                    graphs(inputs[i % 3])
+                lat = statistics.median(watch.latencies_ms(graphs, inputs, iters))
+                total = watch.total_ms(graphs, inputs, iters)
+                print(f"pose     cudnn-fused bm={int(flag)} b{batch:<3d} latency {lat:7.3f} ms  "
+                      f"{batch * iters / total * 1e3:9.0f} items/s  max rel err vs eager fp16 {err:.1e}", flush=True)
+
+
+@contextlib.contextmanager
+def patched(options: dict):
+    old = {k: getattr(inductor_config, k) for k in options}
+    for k, v in options.items():
+        setattr(inductor_config, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(inductor_config, k, v)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="pose,detector")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--cudnn-fused", action="store_true", help="also the pose net as cuDNN fused conv calls")
+    args = ap.parse_args()
+    device = torch.device("cuda")
+    from alphapose_trt.cli import build_parser
+
+    opts = BenchOptions.from_args(build_parser("bench").parse_args(["bench", "--model", "pose", "--device", "cuda"]))
+    models, _ = load_models(opts, ("detector", "pose"))
+    watch = Stopwatch(device)
+    print(torch.__version__, torch.cuda.get_device_name(), flush=True)
+    if args.cudnn_fused:
+        bench_cudnn_fused(models, watch, args.iters)
+    for kind in [m for m in args.models.split(",") if m]:
+        for variant in args.variants.split(","):
+            torch.backends.cudnn.benchmark = variant != "no-benchmark"
+            start = time.perf_counter()
+            with patched(VARIANTS[variant]):
+                mode = "max-autotune" if variant == "gemm-autotune" else "reduce-overhead"
+                engine = CompiledEngine(models[kind], device, "fp16", max_batch=BATCHES[kind][-1],
+                                        mode=mode, batch_sizes=BATCHES[kind])
+                engine.warmup()
+            build = time.perf_counter() - start
+            for batch in BATCHES[kind]:
+                inputs = random_inputs(engine, batch, 3, batch)
+                for i in range(10):
+                    engine(inputs[i % 3])
+                lat = statistics.median(watch.latencies_ms(engine, inputs, args.iters))
+                total = watch.total_ms(engine, inputs, args.iters)
+                line = (f"{kind:8s} {variant:14s} b{batch:<3d} latency {lat:7.3f} ms  "
+                        f"{batch * args.iters / total * 1e3:9.0f} items/s  build {build:5.0f} s")
+                if args.profile:
+                    parts = kernel_breakdown(engine, inputs[0])
+                    line += "  | kernels/call {kernels:.0f}: ".format(**parts) + " ".join(
+                        f"{k} {v:.3f}" for k, v in sorted(parts.items()) if k != "kernels"
+                    ) + f" (sum {sum(v for k, v in parts.items() if k != 'kernels'):.3f} ms)"
+                print(line, flush=True)
+            engine.close()
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
