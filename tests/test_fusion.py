@@ -34,7 +34,8 @@ def test_fused_letterbox_and_crop_match_eager() -> None:
     assert (got - want).abs().max() <= 1 / 255 + 1e-6
     assert (got != want).float().mean() < 1e-2
     # another box count runs the same (dynamic) build
-    got, _ = crop(frames, index[:2], boxes[:2], (32, 24), fused_ops=True)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        got, _ = crop(frames, index[:2], boxes[:2], (32, 24), fused_ops=True)
     assert (got - want[:2]).abs().max() <= 1 / 255 + 1e-6
 
 
@@ -46,3 +47,16 @@ def test_fused_decode_matches_eager() -> None:
         got = decode_heatmaps(heatmaps[:n], boxes[:n], fused_ops=True)
         for g, w in zip(got, want):
             torch.testing.assert_close(g, w[:n], atol=1e-5, rtol=1e-5)
+
+
+def test_fused_decode_builds_once_for_all_row_counts() -> None:
+    """No rebuild when the row count changes, even where it first equals a heatmap side (64 rows
+    of 64x48 heatmaps: torch's duck sizing tied the two and rebuilt decode for the 63-row batch)."""
+    heatmaps = torch.rand(64, 3, 64, 48, generator=torch.Generator().manual_seed(1))
+    boxes = torch.tensor([[10.0, 20.0, 58.0, 84.0]]).repeat(64, 1)
+    decode_heatmaps(heatmaps, boxes, fused_ops=True)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for n in (63, 17, 64):
+            got = decode_heatmaps(heatmaps[:n].clone(), boxes[:n], fused_ops=True)
+            for g, w in zip(got, decode_heatmaps(heatmaps[:n], boxes[:n])):
+                torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)

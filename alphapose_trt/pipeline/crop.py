@@ -137,7 +137,7 @@ def _crop(frames: Tensor, frame_index: Tensor, boxes: Tensor, mean: Tensor, out_
     return crops.to(dtype, memory_format=torch.contiguous_format), center_scale_to_box(center, scale)
 
 
-_crop_fused = fused(_crop, dynamic=True)
+_crop_fused = fused(_crop, row_args=(1, 2))
 
 
 def _check_crop_args(

@@ -63,7 +63,7 @@ def _decode(heatmaps: Tensor, crop_boxes: Tensor) -> tuple[Tensor, Tensor]:
     return _heatmap_to_image(coords, crop_boxes.to(coords), w, h), scores
 
 
-_decode_fused = fused(_decode, dynamic=True)
+_decode_fused = fused(_decode, row_args=(0, 1))
 
 
 def _check_decode_inputs(heatmaps: Tensor, crop_boxes: Tensor) -> None:

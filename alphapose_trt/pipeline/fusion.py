@@ -16,13 +16,15 @@ import torch
 F = TypeVar("F", bound=Callable)
 
 
-def fused(fn: F, dynamic: bool | None = None) -> F:
+def fused(fn: F, row_args: tuple[int, ...] = ()) -> F:
     """`fn` under torch.compile, compiled on its first call (importing stays cheap).
 
-    dynamic: True for functions whose row count changes every call (boxes, heatmaps): one build
-    serves all counts, so no rebuild lands in the middle of a stream (measured: a mid-stream
-    rebuild cost a 256-frame benchmark half a minute). None (torch's default) for frame sizes,
-    which rarely change: static kernels first, dynamic ones after a second size.
+    row_args: positions of the tensor arguments whose first dimension is a row count that changes
+    every call (boxes, heatmaps). Only that dimension is dynamic, so one build serves all counts
+    and no rebuild lands in the middle of a stream. Why not `dynamic=True`: it made every size
+    symbolic, and "duck sizing" then tied the row count to any other dimension of equal value
+    (64 heatmaps of 64x48 px); the first batch with 63 persons rebuilt decode for 3 s in the
+    middle of a benchmark (H100). Other sizes (frames) start static, as torch.compile's default.
     """
     compiled: Callable | None = None
 
@@ -30,7 +32,9 @@ def fused(fn: F, dynamic: bool | None = None) -> F:
     def run(*args, **kwargs):
         nonlocal compiled
         if compiled is None:
-            compiled = torch.compile(fn, fullgraph=True, dynamic=dynamic)
+            compiled = torch.compile(fn, fullgraph=True)
+        for i in row_args:
+            torch._dynamo.maybe_mark_dynamic(args[i], 0)
         return compiled(*args, **kwargs)
 
     return run  # type: ignore[return-value]
