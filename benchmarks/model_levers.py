@@ -4,10 +4,11 @@ compiled-engine variants of both models, measured in one process.
 
     python3 benchmarks/model_levers.py [--models pose,detector] [--variants ...] [--profile]
 
-Variants: `compiled` (what `bench` runs: reduce-overhead, cudnn.benchmark on), `no-benchmark`
-(cuDNN's heuristics, what a pipeline got before engines set the flag), `1x1-as-mm` (Inductor's
-conv_1x1_as_mm), `gemm-autotune` (1x1 convs as Triton-autotuned GEMMs with fused epilogues,
-convolutions stay on cuDNN). Synthetic weights (speed does not depend on the values).
+Variants: `compiled` (what `bench` runs: reduce-overhead options, cudnn.benchmark on),
+`no-benchmark` (cuDNN's heuristics, as `infer` runs), `1x1-as-mm` (Inductor's conv_1x1_as_mm),
+`gemm-autotune` (1x1 convs as Triton-autotuned GEMMs with fused epilogues, convolutions stay on
+cuDNN); `--cudnn-fused` adds the pose net rebuilt on cuDNN's fused conv+bias(+add)+ReLU calls.
+Synthetic weights (speed does not depend on the values). Results: benchmarks/README.md.
 """
 
 from __future__ import annotations
