@@ -253,3 +253,14 @@ def test_frames_at_once_equal_each_frame_alone() -> None:
         np.testing.assert_array_equal(got.source - offset, want.source)
     # in one frame, the coinciding poses of frames 0 and 2 would merge: the frame mask matters
     assert len(pose_nms(*stacked, area_threshold=10.0)) < sum(len(r) for r in together)
+
+
+def test_frames_after_the_last_pose_get_empty_results_and_bad_indices_fail() -> None:
+    rng = np.random.default_rng(3)
+    boxes = np.array([[0.0, 0.0, 50.0, 100.0], [200.0, 0.0, 260.0, 90.0]])
+    args = (boxes, np.array([0.9, 0.8]), rng.uniform(0, 100, (2, 17, 2)), rng.uniform(0.5, 1, (2, 17)))
+    results = pose_nms_frames(np.array([1, 1]), 4, *args)
+    assert [len(r) for r in results] == [0, 2, 0, 0]
+    assert results[3].keypoints.shape == (0, 17, 2)
+    with pytest.raises(ValueError, match=r"frame_index values must be in \[0, 2\)"):
+        pose_nms_frames(np.array([0, 2]), 2, *args)
