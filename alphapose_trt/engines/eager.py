@@ -60,8 +60,10 @@ class CudaGraphCache:
     Why: at small batches a conv net is launch-bound (hundreds of kernels of a few microseconds);
     replaying a captured graph removes the per-kernel CPU launch cost. The output is cloned
     because the next replay overwrites the graph's static output buffer. All shapes share one
-    memory pool: their replays never overlap (one stream, one call at a time), so the buckets'
-    intermediate buffers need not each have their own memory.
+    memory pool, so the buckets' intermediate buffers need not each have their own memory. That
+    is safe because replays never overlap (one stream, one call at a time) and each replay's
+    output is cloned right after it, in stream order: a later capture may place its output where
+    an earlier one keeps intermediates, so an output must not outlive the next replay.
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
