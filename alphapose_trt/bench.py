@@ -813,8 +813,10 @@ def environment(device: torch.device) -> dict[str, Any]:
     """Device, driver, CUDA and library versions: what a timing is meaningless without."""
     from alphapose_trt import __version__
 
+    host = f"{_cpu_name()} ({os.cpu_count()} CPU cores)"
     info: dict[str, Any] = {
-        "device": f"{_cpu_name()} ({os.cpu_count()} CPU cores)",
+        "device": host,
+        "host": host,  # pipeline and video rates move with the host as much as with the GPU
         "device_type": device.type,
         "torch": torch.__version__,
         "alphapose_trt": __version__,
@@ -861,7 +863,7 @@ def _header(report: dict[str, Any]) -> list[str]:
     return [
         f"# alphapose-trt bench: {report['model']}",
         "",
-        f"- device: {env['device']}{cuda}",
+        f"- device: {env['device']}{cuda}; host: {env.get('host', '?')}",
         f"- torch: {env['torch']} (alphapose-trt {env['alphapose_trt']})",
         f"- date: {report['date']}",
         f"- command: `{report['command']}`",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -99,13 +100,14 @@ def test_pose_bench_eager_onnx_and_unavailable_tensorrt(synthetic_dir, tmp_path)
     assert report["model_info"]["input_hw"] == [64, 48]
     assert report["model_info"]["weights"].startswith("synthetic seed 0")
     assert report["environment"]["torch"] == torch.__version__
+    assert f"({os.cpu_count()} CPU cores)" in report["environment"]["host"]
     assert report["command"] == f"alphapose-trt bench {' '.join(argv)} --outdir {tmp_path}"
 
     cells = table_rows(markdown)
     assert [c[:3] for c in cells] == [[b, p, str(n)] for b, p, n in keys]
     assert all(c[3].startswith("unavailable: ") for c in cells[2:4])
     assert float(cells[0][3]) == pytest.approx(rows["eager", 1]["latency_ms"], abs=1e-3)
-    for label in ("- device:", "- torch:", "- date:", "- command: `alphapose-trt bench"):
+    for label in ("- device:", "; host: ", "- torch:", "- date:", "- command: `alphapose-trt bench"):
         assert label in markdown
     assert "% fp16 peak" not in markdown
 
