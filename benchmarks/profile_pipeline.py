@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import os
 import resource
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -31,6 +33,25 @@ from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline
 STAGES = ("_stage", "_launch_detect", "_launch_pose", "_boxes", "_estimate", "_finish")
 
 
+PIN_PIPELINE_THREAD = False  # --video-variants pin
+
+
+def pin_this_thread(undo: bool = False) -> None:
+    """The calling (pipeline) thread alone on CPU 0 and its hyperthread siblings, every other
+    thread of the process on the remaining CPUs (undo: all threads on all CPUs again). Tests
+    whether the pipeline thread's slowdown next to the decoder is sharing cores or not."""
+    everything = os.sched_getaffinity(0) | set(range(os.cpu_count() or 1))
+    siblings = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text().strip()
+    mine = set()
+    for part in siblings.split(","):
+        lo, _, hi = part.partition("-")
+        mine |= set(range(int(lo), int(hi or lo) + 1))
+    me = threading.get_native_id()
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread may end meanwhile
+            os.sched_setaffinity(int(task), everything if undo else (mine if int(task) == me else everything - mine))
+
+
 def video_fps(pipe: PosePipeline, path: Path, limit: int) -> tuple[float, float, str]:
     """Frames/s of the pipeline reading `path`, the share of that time the pipeline's thread
     waited for decoded frames (high: the reader is the bottleneck; low: the pipeline is), and
@@ -44,18 +65,22 @@ def video_fps(pipe: PosePipeline, path: Path, limit: int) -> tuple[float, float,
 
         def images():
             nonlocal waited
-            for _ in range(limit):
+            for i in range(limit):
                 t = time.perf_counter()
                 frame = next(reader, None)
                 waited += time.perf_counter() - t
                 if frame is None:
                     return
+                if i == 0 and PIN_PIPELINE_THREAD:  # every thread exists now (decoder, pools)
+                    pin_this_thread()
                 yield frame.image
 
         start = time.perf_counter()
         for _, results in pipe.process_stream((None, chunk, None) for chunk in batched(images(), 8)):
             count += len(results)
         total = time.perf_counter() - start
+    if PIN_PIPELINE_THREAD:
+        pin_this_thread(undo=True)
     thread_cpu = time.thread_time() - thread_cpu
     after = resource.getrusage(resource.RUSAGE_SELF)
     host = (f"pipeline thread on CPU {thread_cpu / total:.0%} of the wall time; per frame: process user "
@@ -67,6 +92,7 @@ def video_fps(pipe: PosePipeline, path: Path, limit: int) -> tuple[float, float,
 @contextlib.contextmanager
 def video_settings(variant: str):
     """Apply one --video-variants entry for the duration of a video run (then restore)."""
+    global PIN_PIPELINE_THREAD
     import cv2
 
     from alphapose_trt.io import sources
@@ -81,6 +107,8 @@ def video_settings(variant: str):
             n = int(part[2:])
             sources.cv2 = types.SimpleNamespace(**{k: getattr(cv2, k) for k in dir(cv2) if not k.startswith("__")})
             sources.cv2.VideoCapture = lambda target: capture(target, cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, n])
+        elif part == "pin":
+            PIN_PIPELINE_THREAD = True
         elif part == "noconvert":  # frames stay BGR: what skipping the colour conversion would gain
             sources._to_rgb8 = lambda decoded, path: decoded
         elif part != "base":
@@ -88,6 +116,7 @@ def video_settings(variant: str):
     try:
         yield
     finally:
+        PIN_PIPELINE_THREAD = False
         transfer.BLOCKING_WAIT = blocking
         cv2.setNumThreads(threads)
         sources.cv2, sources._to_rgb8 = cv2, convert
@@ -101,7 +130,7 @@ def main() -> None:
     ap.add_argument("--video", default=None, help="also time the pipeline reading this file")
     ap.add_argument("--video-variants", default="base",
                     help="host settings to try for the video run, '+'-joined within one: base (the pipeline's), spin "
-                         "(HostCopy waits spin, CUDA's default), cvdefault (OpenCV's own thread count), ffN (N FFmpeg threads), noconvert (skip BGR->RGB)")
+                         "(HostCopy waits spin, CUDA's default), cvdefault (OpenCV's own thread count), ffN (N FFmpeg threads), noconvert (skip BGR->RGB), pin (pipeline thread alone on CPU 0)")
     ap.add_argument("--threads", type=int, default=None, help="then torch.set_num_threads(N) and rerun the last lag")
     ap.add_argument("--cv-threads", type=int, default=None, help="then cv2.setNumThreads(N) and rerun the last lag")
     ap.add_argument("--switch", default=None, help="then each sys.setswitchinterval value (s) with the last lag")
