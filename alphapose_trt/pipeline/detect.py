@@ -20,6 +20,7 @@ with cv2/numpy on one image, the way AlphaPose does, and serve as the tests' ora
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -215,8 +216,7 @@ def select(
         raise ValueError(f"{max(per_image)} candidates in an image but only {boxes.shape[1]} rows given")
     batch = len(per_image)
     rows = torch.cat([boxes[i, :c] for i, c in enumerate(per_image)]) if batch else boxes.new_zeros(0, 5)
-    # numpy: torch.repeat_interleave on CPU starts an OpenMP parallel region (see runner)
-    image_index = torch.from_numpy(np.repeat(np.arange(batch), per_image)).to(rows.device)
+    image_index = row_owners(per_image).to(rows.device)
     keep = _nms_with_retry(rows[:, :4], rows[:, 4], image_index, nms, batch)
     mapped = _to_image_coords(rows[keep, :4], info)
     scores, image_index = rows[keep, 4], image_index[keep]
@@ -224,6 +224,17 @@ def select(
     dets = torch.cat([mapped[large], scores[large, None]], dim=1)
     split = torch.split(dets, torch.bincount(image_index[large], minlength=batch).tolist())
     return [d[:max_persons] for d in split]
+
+
+def row_owners(counts: Sequence[int]) -> Tensor:
+    """(sum(counts),) int64 CPU tensor holding i counts[i] times: the image (or frame) of each
+    row of a concatenation of per-image rows.
+
+    numpy, not torch.repeat_interleave: on the CPU that op starts an OpenMP parallel region (ms of
+    thread wake-ups per call, measured) and leaves the threads spinning over the video decoder's
+    cores.
+    """
+    return torch.from_numpy(np.repeat(np.arange(len(counts)), counts))
 
 
 def _check_candidates_args(raw: Tensor, conf: float) -> None:

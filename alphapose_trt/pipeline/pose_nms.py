@@ -225,10 +225,11 @@ def pose_nms_frames(frame_index: ArrayLike, num_frames: int, boxes: ArrayLike, b
 
     frame_index (ndarray[N]) names each pose's frame in [0, num_frames); other arguments as
     `pose_nms_reference`. Distances, similarities and match counts of every pair of poses of one
-    frame are computed once (pairs across frames never are, so no cluster spans two frames); the greedy loop walks the poses in descending human score (a stable sort, so ties
-    go to the lower index exactly like argmax, and each frame sees its own order) and only masks
-    indices; all clusters are merged in one batched step. Per frame this is exactly `pose_nms`,
-    at the numpy call overhead of one frame instead of one per frame.
+    frame are computed once (pairs across frames never are, so no cluster spans two frames); the
+    greedy loop walks the poses in descending human score (a stable sort, so ties go to the lower
+    index exactly like argmax, and each frame sees its own order) and only masks indices; all
+    clusters are merged in one batched step. Per frame this is exactly `pose_nms`, at the numpy
+    call overhead of one frame instead of one per frame.
     """
     poses = _prepare(boxes, box_scores, coords, scores)
     n = len(poses.boxes)
@@ -261,9 +262,10 @@ def pose_nms_frames(frame_index: ArrayLike, num_frames: int, boxes: ArrayLike, b
 def _split_frames(result: PoseNmsResult, frame_of: np.ndarray, num_frames: int) -> list[PoseNmsResult]:
     """One result per frame, each in `result`'s order: one stable sort by frame, then slices.
 
-    Why: a boolean mask per frame and field (8 x 6 gathers for a batch of 8 frames of 8 persons)
-    took 0.2 ms of the 1.2 ms that pose NMS and result objects cost the pipeline's host thread per
-    batch (measured on a CPU core of the CI machine; that thread is the limit when reading video).
+    Why: with a boolean mask per frame and field (8 x 6 gathers for a batch of 8 frames of 8
+    persons), pose NMS and result objects cost the pipeline's host thread 1.11 ms per batch; with
+    this, 0.96 ms (one CPU core of the CI machine, benchmarks/host_pose_nms.py; that thread is the
+    limit when reading video).
     """
     order = np.argsort(frame_of, kind="stable")
     ends = np.cumsum(np.bincount(frame_of, minlength=num_frames)).tolist()

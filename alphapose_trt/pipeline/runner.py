@@ -277,7 +277,7 @@ class PosePipeline:
         return out
 
     def _finish(self, groups: list[_Posed]) -> list[list[Person]]:
-        """Stage 3: pose NMS per frame once the keypoints are on the host."""
+        """Stage 3: pose NMS of each run of frames in one pass, once the keypoints are on the host."""
         results: list[list[Person]] = []
         for group in groups:
             coords, scores = (t.numpy() for t in group.copy.wait())
@@ -291,10 +291,7 @@ class PosePipeline:
 def _stack_boxes(boxes: Sequence[torch.Tensor | np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """Host (N, 5) float32 rows of all frames and the (N,) frame index of each row."""
     rows = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 5).cpu() for b in boxes]
-    # numpy, not torch.repeat_interleave: on CPU that op starts an OpenMP parallel region (ms
-    # of thread wake-ups, measured) and leaves the threads spinning over the video decoder's cores
-    index = torch.from_numpy(np.repeat(np.arange(len(rows)), [len(r) for r in rows]))
-    return (torch.cat(rows) if rows else torch.zeros(0, 5)), index
+    return (torch.cat(rows) if rows else torch.zeros(0, 5)), detect_ops.row_owners([len(r) for r in rows])
 
 
 class ReferencePipeline:

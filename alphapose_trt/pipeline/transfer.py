@@ -20,8 +20,9 @@ from torch import Tensor
 
 UPLOAD_THREADS = 8  # host threads copying frames into pinned memory (the H100 host has 16 cores)
 # HostCopy.wait sleeps until the copy is done instead of spinning on a core (CUDA's default):
-# the pipeline waits there ~2 ms per batch, a core the video decoder can use meanwhile (H100
-# host, 1080p mp4: 364 -> 407 frames/s; 465 -> 473 with one OpenCV thread).
+# the pipeline waits there ~2 ms per batch, a core the video decoder can use meanwhile. Frames/s
+# moved within run-to-run noise (H100 host, 1080p mp4: +12 % in one run, -3 % in another) and
+# the in-memory rate did not change; kept for the freed core.
 BLOCKING_WAIT = True
 
 
