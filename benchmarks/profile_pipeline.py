@@ -174,6 +174,53 @@ class InlineExecutor(Executor):
         return done
 
 
+def stall_report(pipe: PosePipeline, chunks: list, runs: int = 2) -> None:
+    """Batches of an in-memory stream that took over twice the median, and what happened in them:
+    garbage collections (generation, ms) and pinned host allocations slower than 1 ms. Why: the
+    bench's whole-run rate loses 3-10 % to one or two such batches, in the same place every run."""
+    events: list[tuple[int, str]] = []
+    batch = 0
+
+    class TimedTorch:  # torch as transfer.py sees it, with pinned allocations timed
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        def empty(self, *args, **kwargs):
+            start = time.perf_counter()
+            out = torch.empty(*args, **kwargs)
+            ms = (time.perf_counter() - start) * 1e3
+            if kwargs.get("pin_memory") and ms > 1.0:
+                events.append((batch, f"pinned {out.numel() * out.element_size() >> 20} MiB in {ms:.1f} ms"))
+            return out
+
+    gc_start: list[float] = []
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_start.append(time.perf_counter())
+        elif gc_start:
+            events.append((batch, f"gc gen{info['generation']} {(time.perf_counter() - gc_start.pop()) * 1e3:.1f} ms"))
+
+    transfer.torch = TimedTorch()
+    gc.callbacks.append(on_gc)
+    try:
+        for run_index in range(runs):
+            events.clear()
+            times, start = [], time.perf_counter()
+            for batch, _ in enumerate(pipe.process_stream((None, c, None) for c in chunks)):
+                now = time.perf_counter()
+                times.append((now - start) * 1e3)
+                start = now
+                batch += 1  # events from here on happen while the next batch is made
+            median = sorted(times)[len(times) // 2]
+            slow = [f"#{i} {ms:.1f} ms" for i, ms in enumerate(times) if ms > 2 * median]
+            print(f"  stalls, run {run_index + 1}: median batch {median:.2f} ms; slow: {', '.join(slow) or 'none'}; "
+                  f"events: {', '.join(f'#{i} {what}' for i, what in events) or 'none'}")
+    finally:
+        transfer.torch = torch
+        gc.callbacks.remove(on_gc)
+
+
 def source_fps(path: Path, limit: int) -> float:
     """Frames/s of the pipeline's video source alone (reader thread, RGB conversion pool, queue)."""
     count, start = 0, time.perf_counter()
@@ -285,6 +332,7 @@ def main() -> None:
     ap.add_argument("--cv-threads", type=int, default=None, help="then cv2.setNumThreads(N) and rerun the last lag")
     ap.add_argument("--contention", action="store_true",
                     help="then the in-memory run again beside a decoder looping over --video in a process, then a thread")
+    ap.add_argument("--stalls", action="store_true", help="then report batches over twice the median, with GCs and slow pinned allocations")
     ap.add_argument("--cprofile", type=int, default=0, help="then print the N functions with most own time in one in-memory run")
     ap.add_argument("--switch", default=None, help="then each sys.setswitchinterval value (s) with the last lag")
     args = ap.parse_args()
@@ -314,6 +362,11 @@ def main() -> None:
                 cpu[name] += time.thread_time() - c
         return wrapper
 
+    if args.stalls:  # as the bench times it: a fresh pipeline, 10 warm-up batches, then the stream
+        for _ in pipe.process_stream((None, chunks[i % len(chunks)], None) for i in range(10)):
+            pass
+        torch.cuda.synchronize()
+        stall_report(pipe, chunks)
     for name in STAGES:
         setattr(pipe, name, timed(name, getattr(pipe, name)))
     transfer.HostCopy.wait = timed("  wait: HostCopy", transfer.HostCopy.wait)

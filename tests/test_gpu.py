@@ -134,3 +134,18 @@ def test_fused_ops_match_eager_ops_on_cuda(gpu_detector, pose_model):
     got = [r for _, results in fused.process_stream((i, frames[i : i + 2], None) for i in (0, 2)) for r in results]
     assert sum(len(p) for p in want) > 0
     assert_same_persons(got, want, box_atol=1e-2, exact=False)
+
+
+def test_frame_uploader_reuses_a_few_pinned_buffers_and_sends_every_batch_intact():
+    from alphapose_trt.pipeline import transfer
+
+    uploader = transfer.FrameUploader(torch.device("cuda"))
+    rng = np.random.default_rng(0)
+    batches = [[rng.integers(0, 256, (270, 480, 3), np.uint8) for _ in range(4)] for _ in range(12)]
+    sent = [uploader.stage(frames).send() for frames in batches]  # as fast as the host can: all in transfer
+    buffers = {id(buffer) for buffer, _ in uploader._free}
+    assert uploader._buffers <= transfer.STAGING_BUFFERS and len(buffers) == uploader._buffers
+    for frames, batch in zip(batches, sent):
+        assert torch.equal(batch.permute(0, 2, 3, 1).cpu(), torch.from_numpy(np.stack(frames)))
+    uploader.stage([batches[0][0][:100]]).send()  # a new frame size starts a new set of buffers
+    assert uploader._buffers == 1

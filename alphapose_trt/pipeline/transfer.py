@@ -19,6 +19,10 @@ import torch
 from torch import Tensor
 
 UPLOAD_THREADS = 8  # host threads copying frames into pinned memory (the H100 host has 16 cores)
+# Pinned staging buffers per frame size. Pinning a new one stalled a batch (47 MiB in 28 ms, H100
+# host, the first batch of a benchmark stream, which queues several batches at once); with this
+# many, a stage that finds them all in transfer waits for the oldest (one transfer, ~2.5 ms).
+STAGING_BUFFERS = 3
 # HostCopy.wait sleeps until the copy is done instead of spinning on a core (CUDA's default):
 # the pipeline waits there ~2 ms per batch, a core the video decoder can use meanwhile. Frames/s
 # moved within run-to-run noise (H100 host, 1080p mp4: +12 % in one run, -3 % in another) and
@@ -102,6 +106,8 @@ class FrameUploader:
         self.device = device
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._free: list[tuple[Tensor, torch.cuda.Event]] = []  # staging buffers of the latest shape
+        self._shape: tuple[int, ...] | None = None
+        self._buffers = 0  # staging buffers made for that shape
         self._copier = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="upload")
 
     def __call__(self, frames: Sequence[np.ndarray]) -> Tensor:
@@ -112,12 +118,15 @@ class FrameUploader:
         if self.stream is None:
             return StackedFrames(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
         shape = (len(frames), *frames[0].shape)
-        if self._free and tuple(self._free[0][0].shape) != shape:
-            self._free.clear()  # a new frame size (image folders): don't hoard pinned memory per size
-        if self._free and self._free[0][1].query():  # the oldest buffer's transfer is done: reuse it
-            buffer, sent = self._free.pop(0)
-        else:  # all in transfer: one more buffer (as many as batches in flight, then reused)
+        if shape != self._shape:  # a new frame size (image folders): don't hoard pinned memory per size
+            self._free.clear()
+            self._shape, self._buffers = shape, 0
+        if self._free and (self._buffers >= STAGING_BUFFERS or self._free[0][1].query()):
+            buffer, sent = self._free.pop(0)  # the oldest: its transfer is done, or soon is
+            sent.synchronize()
+        else:  # all in transfer: one more buffer, up to STAGING_BUFFERS
             buffer, sent = torch.empty(shape, dtype=torch.uint8, pin_memory=True), torch.cuda.Event()
+            self._buffers += 1
         staging = buffer.numpy()
         copies = [self._copier.submit(np.copyto, staging[i], frame) for i, frame in enumerate(frames)]
         return StagedFrames(self, buffer, sent, copies)
