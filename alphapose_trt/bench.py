@@ -16,8 +16,10 @@ A backend that cannot be built or run here is a table row "unavailable: <reason>
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
+import gc
 import importlib.metadata
 import json
 import os
@@ -585,6 +587,7 @@ class PipelineRow:
     persons_per_frame: float = 0.0
     gpu_peak_mb: float | None = None
     rss_mb: float | None = None
+    gc_pauses: list[tuple[int, int, float]] = field(default_factory=list)  # (batch, generation, ms) over 1 ms
     video: dict[str, float] | None = None
     reason: str | None = None
 
@@ -618,16 +621,38 @@ def time_pipeline(
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
-    times, persons = [], 0
-    start = time.perf_counter()
-    for _, results in pipeline.process_stream((None, chunk, None) for chunk in chunks):
-        now = time.perf_counter()
-        times.append((now - start) * 1e3)
-        start = now
-        persons += sum(len(r) for r in results)
+    times, persons, pauses = [], 0, []
+    with _gc_pauses(lambda: len(times), pauses):
+        start = time.perf_counter()
+        for _, results in pipeline.process_stream((None, chunk, None) for chunk in chunks):
+            now = time.perf_counter()
+            times.append((now - start) * 1e3)
+            start = now
+            persons += sum(len(r) for r in results)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return PipelineRow("", "", batch, frames=len(frames), batch_ms=times, persons_per_frame=persons / len(frames),
-                       gpu_peak_mb=peak, rss_mb=host_rss_mb()["current"])
+                       gpu_peak_mb=peak, rss_mb=host_rss_mb()["current"], gc_pauses=pauses)
+
+
+@contextlib.contextmanager
+def _gc_pauses(batch: Callable[[], int], pauses: list[tuple[int, int, float]]):
+    """Record Python garbage collections over 1 ms as (batch, generation, ms) while the block runs:
+    a full collection over the benchmark's objects can stall one batch for tens of ms."""
+    started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            ms = (time.perf_counter() - started.pop()) * 1e3
+            if ms > 1.0:
+                pauses.append((batch(), info["generation"], round(ms, 1)))
+
+    gc.callbacks.append(on_gc)
+    try:
+        yield
+    finally:
+        gc.callbacks.remove(on_gc)
 
 
 def _read_video(path: Path, limit: int, on_frame: Callable[[np.ndarray], None]) -> int:

@@ -227,3 +227,17 @@ def test_frames_are_rgb_uint8_and_differ():
     frames = bench.make_frames(2, (40, 24), seed=0)
     assert all(f.shape == (24, 40, 3) and f.dtype == np.uint8 for f in frames)
     assert not np.array_equal(frames[0], frames[1])
+
+
+def test_gc_pauses_records_slow_collections_with_their_batch():
+    import gc
+
+    from alphapose_trt.bench import _gc_pauses
+
+    pauses: list = []
+    keep = [[i] for i in range(300_000)]  # enough objects for a full collection to take over 1 ms
+    with _gc_pauses(lambda: 7, pauses):
+        gc.collect()
+    gc.collect()  # outside the block: not recorded
+    assert len(pauses) == 1 and pauses[0][:2] == (7, 2) and pauses[0][2] > 1.0
+    del keep
