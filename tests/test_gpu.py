@@ -149,3 +149,25 @@ def test_frame_uploader_reuses_a_few_pinned_buffers_and_sends_every_batch_intact
         assert torch.equal(batch.permute(0, 2, 3, 1).cpu(), torch.from_numpy(np.stack(frames)))
     uploader.stage([batches[0][0][:100]]).send()  # a new frame size starts a new set of buffers
     assert uploader._buffers == 1
+
+
+def test_detector_stage_replayed_as_one_cuda_graph_matches_op_by_op(gpu_detector, pose_model):
+    """An engine that runs in CUDA graphs lends its forward to the pipeline, which replays
+    letterbox + detector + ranking as one graph per frame size (a partial batch padded to the
+    engine's bucket): the boxes equal those of the same steps op by op, and a third frame size
+    runs op by op instead of adding a graph."""
+    det_graphs = EagerEngine(gpu_detector, "cuda", "fp32", max_batch=4, channels_last=False, cuda_graphs=True)
+    det_plain = EagerEngine(gpu_detector, "cuda", "fp32", max_batch=4, channels_last=False)
+    pose = EagerEngine(pose_model, "cuda", "fp32", channels_last=False)
+    config = PipelineConfig(max_persons=8, det_batch=4, fuse=True)
+    graphed, plain = PosePipeline(det_graphs, pose, "cuda", config), PosePipeline(det_plain, pose, "cuda", config)
+    assert det_graphs.capturable() is not None and det_plain.capturable() is None
+    for height, width, count in ((1080, 1920, 3), (720, 1280, 4), (480, 640, 2), (1080, 1920, 4)):
+        frames = [make_frame(height, width, seed=s) for s in range(count)]
+        with torch.inference_mode():
+            got, want = graphed.detect(graphed.upload(frames)), plain.detect(plain.upload(frames))
+        assert sum(len(w) for w in want) > 0
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            torch.testing.assert_close(g, w, atol=1e-3, rtol=0)
+    assert len(graphed._detect_graphs.graphs) == runner.DETECT_GRAPHS == 2  # 1080p x3, 720p x4; 480p op by op

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -116,6 +116,12 @@ class Engine:
     def close(self) -> None:
         """Release backend resources (no-op by default)."""
 
+    def capturable(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The forward of a batch of a size in `batch_sizes`, without the engine's own CUDA graph,
+        for a caller that captures it inside a larger graph (the pipeline's detector stage); None
+        where the backend does not run in CUDA graphs."""
+        return None
+
     # -- shared behaviour ---------------------------------------------------------------------
     def __enter__(self) -> "Engine":
         return self
@@ -135,7 +141,7 @@ class Engine:
                 f"{self.meta.describe()} expects input (B, 3, {h}, {w}), got {tuple(x.shape)}"
             )
 
-    def _padded_size(self, n: int) -> int:
+    def padded_size(self, n: int) -> int:
         """Smallest batch size the backend runs that holds n rows (n <= max batch)."""
         lo, _, hi = self.meta.batch
         if self.batch_sizes is None:
@@ -150,7 +156,7 @@ class Engine:
         outputs = []
         for chunk in torch.split(x, hi):
             n = chunk.shape[0]
-            size = self._padded_size(n)
+            size = self.padded_size(n)
             if size != n:
                 pad = chunk.new_zeros((size - n, *chunk.shape[1:]))
                 chunk = torch.cat([chunk, pad])

@@ -96,6 +96,13 @@ class CompiledEngine(Engine):
         with conv_precision(self.meta.precision, tf32=False):
             return self._forward(x)
 
+    def capturable(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return self._run_plain if isinstance(self._forward, CudaGraphCache) else None
+
+    def _run_plain(self, x: torch.Tensor) -> torch.Tensor:
+        with conv_precision(self.meta.precision, tf32=False):
+            return self._plain(x)
+
     def warmup(self) -> None:
         """Compile every batch bucket now (so the first real batch is not slow)."""
         h, w = self.meta.input_hw

@@ -5,7 +5,7 @@ Also the base of the `compiled` backend, which wraps the same module with torch.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -58,21 +58,26 @@ class CudaGraphCache:
     """Capture `fn` once per input shape into a CUDA graph and replay it.
 
     Why: at small batches a conv net is launch-bound (hundreds of kernels of a few microseconds);
-    replaying a captured graph removes the per-kernel CPU launch cost. The output is cloned
-    because the next replay overwrites the graph's static output buffer. All shapes share one
-    memory pool, so the buckets' intermediate buffers need not each have their own memory. That
-    is safe because replays never overlap (one stream, one call at a time) and each replay's
-    output is cloned right after it, in stream order: a later capture may place its output where
-    an earlier one keeps intermediates, so an output must not outlive the next replay.
+    replaying a captured graph removes the per-kernel CPU launch cost. The output (a tensor or a
+    tuple of them) is cloned because the next replay overwrites the graph's static output
+    buffers. All shapes share one memory pool, so the buckets' intermediate buffers need not
+    each have their own memory. That is safe because replays never overlap (one stream, one call
+    at a time) and each replay's output is cloned right after it, in stream order: a later
+    capture may place its output where an earlier one keeps intermediates, so an output must not
+    outlive the next replay.
     """
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(self, fn: Callable[[torch.Tensor], Any]) -> None:
         self.fn = fn
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, Any]] = {}
         self.pool: tuple[int, int] | None = None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape), x.dtype, x.device)
+    @staticmethod
+    def key(x: torch.Tensor) -> tuple:
+        return tuple(x.shape), x.dtype, x.device
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        key = self.key(x)
         if key not in self.graphs:
             static_in = x.clone()
             side = torch.cuda.Stream(device=x.device)
@@ -89,6 +94,8 @@ class CudaGraphCache:
         graph, static_in, static_out = self.graphs[key]
         static_in.copy_(x)
         graph.replay()
+        if isinstance(static_out, tuple):
+            return tuple(t.clone() for t in static_out)
         return static_out.clone()
 
 
@@ -127,6 +134,13 @@ class EagerEngine(Engine):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.module(x)
+
+    def capturable(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return self._run_plain if isinstance(self._forward, CudaGraphCache) else None
+
+    def _run_plain(self, x: torch.Tensor) -> torch.Tensor:
+        with conv_precision(self.meta.precision, self.tf32):
+            return self._plain(x)
 
     @torch.inference_mode()
     def _run(self, x: torch.Tensor) -> torch.Tensor:

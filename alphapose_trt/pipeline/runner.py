@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import cv2
 import numpy as np
 import torch
 
 from alphapose_trt.engines.base import Engine
+from alphapose_trt.engines.eager import CudaGraphCache
 from alphapose_trt.errors import AlphaPoseTrtError
 from alphapose_trt.pipeline import crop as crop_ops
 from alphapose_trt.pipeline import decode as decode_ops
@@ -39,6 +40,9 @@ STAGE_LAG = 2
 # torch intra-op and OpenCV threads while a CUDA pipeline runs (process-wide; see PosePipeline)
 HOST_TORCH_THREADS = 1
 HOST_CV_THREADS = 1
+# Frame sizes whose detector stage runs as one CUDA graph (each keeps a static copy of a batch of
+# frames, 8 x 1080p = 50 MB); further sizes (a folder of assorted images) run op by op.
+DETECT_GRAPHS = 2
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,11 @@ class PosePipeline:
             cv2.setNumThreads(HOST_CV_THREADS)
         compiled = any(e is not None and e.meta.format == "compiled" for e in (detector, pose))
         self.fused_ops = config.fuse if config.fuse is not None else (self.device.type == "cuda" and compiled)
+        # Letterbox, detector and candidate ranking replayed as one CUDA graph per frame size: the
+        # fused letterbox and the ranking's dozen small ops otherwise cost the host ~1.5 ms of
+        # Python and launches per batch, on the thread that also feeds the GPU (profile_pipeline.py).
+        forward = detector.capturable() if detector is not None and self.fused_ops else None
+        self._detect_graphs = CudaGraphCache(lambda frames: self._ranked_candidates(forward, frames)) if forward else None
 
     # -- stages ---------------------------------------------------------------------------------
     def _start_detect(self, batch: torch.Tensor) -> _Detected:
@@ -153,12 +162,29 @@ class PosePipeline:
             raise ValueError("no detector engine: pass detections to process_batch")
         size = self.detector.meta.input_hw[0]
         parts, info = [], None
-        for chunk in torch.split(batch, self.config.det_batch):
-            inputs, info = detect_ops.letterbox(chunk, size, self.detector.input_dtype, self.fused_ops)
-            parts.append(detect_ops.candidates(self.detector(inputs), self.config.conf))
+        for chunk in torch.split(batch, min(self.config.det_batch, self.detector.meta.batch[2])):
+            if self._graphed(chunk):
+                parts.append(self._detect_graphs(chunk))
+                info = detect_ops.LetterboxInfo.for_image(chunk.shape[-2:], size)
+            else:
+                inputs, info = detect_ops.letterbox(chunk, size, self.detector.input_dtype, self.fused_ops)
+                parts.append(detect_ops.candidates(self.detector(inputs), self.config.conf))
         boxes, counts = (torch.cat(t) if len(parts) > 1 else t[0] for t in zip(*parts))
         copy = HostCopy.start([boxes[:, :CANDIDATE_ROWS], counts])
         return _Detected(batch, candidates=boxes, info=info, copy=copy)
+
+    def _graphed(self, frames: torch.Tensor) -> bool:
+        graphs = self._detect_graphs
+        return graphs is not None and (CudaGraphCache.key(frames) in graphs.graphs or len(graphs.graphs) < DETECT_GRAPHS)
+
+    def _ranked_candidates(self, forward: Callable[[torch.Tensor], torch.Tensor],
+                           frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_start_detect`'s work for one chunk, as captured: the detector runs on its batch bucket."""
+        inputs, _ = detect_ops.letterbox(frames, self.detector.meta.input_hw[0], self.detector.input_dtype, True)
+        n, bucket = inputs.shape[0], self.detector.padded_size(inputs.shape[0])
+        if bucket > n:
+            inputs = torch.cat([inputs, inputs.new_zeros(bucket - n, *inputs.shape[1:])])
+        return detect_ops.candidates(forward(inputs)[:n], self.config.conf)
 
     def _boxes(self, detected: _Detected) -> list[torch.Tensor]:
         """Host boxes (M, 5) per frame: given ones, or NMS of the detector's candidates."""
