@@ -5,7 +5,7 @@ Also the base of the `compiled` backend, which wraps the same module with torch.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -73,11 +73,12 @@ class CudaGraphCache:
         self.pool: tuple[int, int] | None = None
 
     @staticmethod
-    def key(x: torch.Tensor) -> tuple:
-        return tuple(x.shape), x.dtype, x.device
+    def key(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> tuple:
+        """The graph an input of this shape, dtype and device replays."""
+        return tuple(shape), dtype, device
 
     def __call__(self, x: torch.Tensor) -> Any:
-        key = self.key(x)
+        key = self.key(x.shape, x.dtype, x.device)
         if key not in self.graphs:
             static_in = x.clone()
             side = torch.cuda.Stream(device=x.device)

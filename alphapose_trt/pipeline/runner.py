@@ -162,9 +162,13 @@ class PosePipeline:
             raise ValueError("no detector engine: pass detections to process_batch")
         size = self.detector.meta.input_hw[0]
         parts, info = [], None
-        for chunk in torch.split(batch, min(self.config.det_batch, self.detector.meta.batch[2])):
-            if self._graphed(chunk):
-                parts.append(self._detect_graphs(chunk))
+        step = min(self.config.det_batch, self.detector.meta.batch[2])
+        for chunk in torch.split(batch, step):
+            n = chunk.shape[0]
+            if self._graphed((step, *chunk.shape[1:]), chunk):
+                if n < step:  # a stream's last, partial batch replays the full batch's graph
+                    chunk = torch.cat([chunk, chunk.new_zeros(step - n, *chunk.shape[1:])])
+                parts.append(tuple(t[:n] for t in self._detect_graphs(chunk)))
                 info = detect_ops.LetterboxInfo.for_image(chunk.shape[-2:], size)
             else:
                 inputs, info = detect_ops.letterbox(chunk, size, self.detector.input_dtype, self.fused_ops)
@@ -173,9 +177,12 @@ class PosePipeline:
         copy = HostCopy.start([boxes[:, :CANDIDATE_ROWS], counts])
         return _Detected(batch, candidates=boxes, info=info, copy=copy)
 
-    def _graphed(self, frames: torch.Tensor) -> bool:
+    def _graphed(self, shape: tuple[int, ...], frames: torch.Tensor) -> bool:
+        """Whether a chunk of `shape` (frames' dtype and device) runs as a detector-stage graph."""
         graphs = self._detect_graphs
-        return graphs is not None and (CudaGraphCache.key(frames) in graphs.graphs or len(graphs.graphs) < DETECT_GRAPHS)
+        if graphs is None:
+            return False
+        return CudaGraphCache.key(shape, frames.dtype, frames.device) in graphs.graphs or len(graphs.graphs) < DETECT_GRAPHS
 
     def _ranked_candidates(self, forward: Callable[[torch.Tensor], torch.Tensor],
                            frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
