@@ -34,7 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -635,7 +635,7 @@ def time_pipeline(
 
 
 @contextlib.contextmanager
-def _gc_pauses(batch: Callable[[], int], pauses: list[tuple[int, int, float]]):
+def _gc_pauses(batch: Callable[[], int], pauses: list[tuple[int, int, float]]) -> Iterator[None]:
     """Record Python garbage collections over 1 ms as (batch, generation, ms) while the block runs:
     a full collection over the benchmark's objects can stall one batch for tens of ms."""
     started: list[float] = []
