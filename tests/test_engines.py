@@ -145,6 +145,15 @@ def test_eager_engine_split_equals_single_pass(model):
     assert rel_err(small(x), big(x)) < 1e-5
 
 
+def test_engines_outside_cuda_graphs_lend_no_forward_to_capture(onnx_files, eager, model):
+    """Only an engine replaying its own CUDA graphs hands the pipeline its forward to capture
+    (tests/test_gpu.py checks the graphs); the CPU and ONNX engines keep the op-by-op path."""
+    assert eager.capturable() is None
+    assert open_engine(onnx_files["dynamic"], device="cpu").capturable() is None
+    for n in (1, 3, 4):
+        assert eager.padded_size(n) == n  # eager runs any batch: no padding to a bucket
+
+
 def test_parse_batch():
     assert parse_batch(4) == (4, 4, 4)
     assert parse_batch(None, "1:8:64") == (1, 8, 64)
