@@ -162,7 +162,9 @@ class PosePipeline:
             raise ValueError("no detector engine: pass detections to process_batch")
         size = self.detector.meta.input_hw[0]
         parts, info = [], None
-        step = min(self.config.det_batch, self.detector.meta.batch[2])
+        step = self.config.det_batch
+        if self._detect_graphs is not None:  # a graph runs the engine once: at most its largest batch
+            step = min(step, self.detector.meta.batch[2])
         for chunk in torch.split(batch, step):
             n = chunk.shape[0]
             if self._graphed((step, *chunk.shape[1:]), chunk):
