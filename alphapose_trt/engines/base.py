@@ -156,17 +156,20 @@ class Engine:
         outputs = []
         for chunk in torch.split(x, hi):
             n = chunk.shape[0]
-            size = self.padded_size(n)
-            if size != n:
-                pad = chunk.new_zeros((size - n, *chunk.shape[1:]))
-                chunk = torch.cat([chunk, pad])
-            outputs.append(self._run(chunk)[:n])
+            outputs.append(self._run(pad_rows(chunk, self.padded_size(n)))[:n])
         if not outputs:
             raise AlphaPoseTrtError(f"{self.meta.describe()}: called with an empty batch")
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.meta.describe()}, device={self.device})"
+
+
+def pad_rows(x: torch.Tensor, size: int) -> torch.Tensor:
+    """`x` with zero rows appended up to `size` rows: a batch size a backend or a captured graph
+    runs. The caller trims the output back to the rows it passed."""
+    n = x.shape[0]
+    return x if n >= size else torch.cat([x, x.new_zeros(size - n, *x.shape[1:])])
 
 
 def example_batch(batch: tuple[int, int, int]) -> int:

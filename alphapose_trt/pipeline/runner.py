@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from alphapose_trt.engines.base import Engine
+from alphapose_trt.engines.base import Engine, pad_rows
 from alphapose_trt.engines.eager import CudaGraphCache
 from alphapose_trt.errors import AlphaPoseTrtError
 from alphapose_trt.pipeline import crop as crop_ops
@@ -168,8 +168,7 @@ class PosePipeline:
         for chunk in torch.split(batch, step):
             n = chunk.shape[0]
             if self._graphed((step, *chunk.shape[1:]), chunk):
-                if n < step:  # a stream's last, partial batch replays the full batch's graph
-                    chunk = torch.cat([chunk, chunk.new_zeros(step - n, *chunk.shape[1:])])
+                chunk = pad_rows(chunk, step)  # a stream's last, partial batch replays the full batch's graph
                 parts.append(tuple(t[:n] for t in self._detect_graphs(chunk)))
                 info = detect_ops.LetterboxInfo.for_image(chunk.shape[-2:], size)
             else:
@@ -190,10 +189,8 @@ class PosePipeline:
                            frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`_start_detect`'s work for one chunk, as captured: the detector runs on its batch bucket."""
         inputs, _ = detect_ops.letterbox(frames, self.detector.meta.input_hw[0], self.detector.input_dtype, True)
-        n, bucket = inputs.shape[0], self.detector.padded_size(inputs.shape[0])
-        if bucket > n:
-            inputs = torch.cat([inputs, inputs.new_zeros(bucket - n, *inputs.shape[1:])])
-        return detect_ops.candidates(forward(inputs)[:n], self.config.conf)
+        n = inputs.shape[0]
+        return detect_ops.candidates(forward(pad_rows(inputs, self.detector.padded_size(n)))[:n], self.config.conf)
 
     def _boxes(self, detected: _Detected) -> list[torch.Tensor]:
         """Host boxes (M, 5) per frame: given ones, or NMS of the detector's candidates."""
