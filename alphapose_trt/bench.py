@@ -40,7 +40,8 @@ import numpy as np
 import torch
 
 from alphapose_trt.engines.base import PRECISIONS, Engine
-from alphapose_trt.errors import AlphaPoseTrtError
+from alphapose_trt.errors import AlphaPoseTrtError, one_line
+from alphapose_trt.io.sources import DECODERS
 from alphapose_trt.fileio import atomic_write
 from alphapose_trt.models.load import LoadedModel, model_kind_of
 
@@ -149,6 +150,7 @@ class BenchOptions:
     conf: float
     flip: bool
     video: Path | None
+    decoders: tuple[str, ...]
     command: str
 
     @classmethod
@@ -190,6 +192,7 @@ class BenchOptions:
             conf=args.conf,
             flip=args.flip,
             video=Path(args.video) if args.video else None,
+            decoders=parse_choices(args.decoder, DECODERS, "--decoder"),
             command=getattr(args, "command_line", None) or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         )
 
@@ -228,6 +231,8 @@ def _check_mode_flags(args: argparse.Namespace) -> None:
     for flag, bad in misplaced.items():
         if bad:
             raise AlphaPoseTrtError(f"{flag} does not apply to --model {args.model}")
+    if args.decoder != "opencv" and args.video is None:
+        raise AlphaPoseTrtError("--decoder chooses how --video is decoded; give --video too")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,13 +371,6 @@ class Row:
         return self.batch * self.throughput_iters / (self.throughput_ms / 1e3)
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception as one short line for the table."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    name = "" if isinstance(exc, AlphaPoseTrtError) else f"{type(exc).__name__}: "
-    return (name + text)[:REASON_CHARS] or type(exc).__name__
-
-
 def measure(engine: Engine, backend: str, batch: int, opts: BenchOptions, watch: Stopwatch) -> Row:
     """Warm up, then latency samples and one throughput run of `engine` at `batch`."""
     inputs = random_inputs(engine, batch, opts.inputs, opts.seed + batch)
@@ -492,13 +490,13 @@ def _bench_variant(model: LoadedModel, backend: str, precision: str, opts: Bench
         engine, build_s = _timed_build(lambda: BUILDERS[backend](model, precision, opts.batches, opts), opts.device)
     except Exception as exc:  # any backend failure is reported, and the run goes on
         _release(None, opts.device)
-        return [Row(backend, precision, b, reason=one_line(exc)) for b in opts.batches]
+        return [Row(backend, precision, b, reason=one_line(exc, REASON_CHARS)) for b in opts.batches]
     rows = []
     for batch in opts.batches:
         try:
             row = measure(engine, backend, batch, opts, watch)
         except Exception as exc:
-            row = Row(backend, precision, batch, reason=one_line(exc))
+            row = Row(backend, precision, batch, reason=one_line(exc, REASON_CHARS))
             _release(None, opts.device)
         rows.append(dataclasses.replace(row, build_s=build_s))
     _release(engine, opts.device)
@@ -588,7 +586,7 @@ class PipelineRow:
     gpu_peak_mb: float | None = None
     rss_mb: float | None = None
     gc_pauses: list[tuple[int, int, float]] = field(default_factory=list)  # (batch, generation, ms) over 1 ms
-    video: dict[str, float] | None = None
+    video: dict[str, dict[str, Any]] | None = None  # per decoder: pipeline_fps, decode_fps(_runs), ratio
     reason: str | None = None
 
     @property
@@ -677,16 +675,37 @@ def _read_video(path: Path, limit: int, on_frame: Callable[[np.ndarray], None]) 
     return count
 
 
-def decode_fps(path: Path, limit: int) -> float:
-    """Frames per second of decoding alone (the ceiling of any pipeline reading this file)."""
+def decode_fps(path: Path, limit: int, decoder: str = "opencv", device: torch.device | None = None) -> float:
+    """Frames per second of decoding alone (the ceiling of any pipeline reading this file), the
+    file opened inside the timing: a bare cv2.VideoCapture.read loop, or NVDEC as the source runs
+    it on `device` (there is no bare equivalent of its several decoder sessions)."""
     start = time.perf_counter()
-    count = _read_video(path, limit, lambda frame: None)
+    if decoder == "nvdec":
+        count = _nvdec_read(path, limit, device or torch.device("cuda"))
+    else:
+        count = _read_video(path, limit, lambda frame: None)
     return count / (time.perf_counter() - start)
 
 
-def video_pipeline_fps(pipeline: Any, path: Path, limit: int, batch: int) -> float:
-    """Frames per second of the whole `infer` data path from the file: the source (a decoding
-    thread, BGR->RGB on a small pool), batches of `batch` frames, `process_stream`."""
+def _nvdec_read(path: Path, limit: int, device: torch.device) -> int:
+    """NVDEC's decoding as the pipeline's source does it (`io.nvdec`: decoder sessions on
+    stretches of the file, NV12 -> RGB on the GPU), with nothing else running."""
+    from alphapose_trt.io.sources import open_source
+
+    count = 0
+    with open_source(video=path, decoder="nvdec", device=str(device)) as source:
+        for _ in source:
+            count += 1
+            if count >= limit:
+                break
+    torch.cuda.synchronize(device)
+    return count
+
+
+def video_pipeline_fps(pipeline: Any, path: Path, limit: int, batch: int, decoder: str = "opencv") -> float:
+    """Frames per second of the whole `infer` data path from the file: the source (OpenCV: a
+    decoding thread, BGR->RGB on a small pool; NVDEC: frames on the GPU), batches of `batch`
+    frames, `process_stream`."""
     from itertools import islice
 
     from alphapose_trt.api import batched
@@ -694,7 +713,7 @@ def video_pipeline_fps(pipeline: Any, path: Path, limit: int, batch: int) -> flo
 
     count = 0
     start = time.perf_counter()
-    with open_source(video=path) as source:
+    with open_source(video=path, decoder=decoder, device=str(pipeline.device)) as source:
         chunks = batched((f.image for f in islice(source, limit)), batch)
         for _, results in pipeline.process_stream((None, chunk, None) for chunk in chunks):
             count += len(results)
@@ -749,13 +768,13 @@ def _bench_fast(models: dict[str, LoadedModel], frames: list[np.ndarray], backen
     except Exception as exc:  # any backend failure is reported, and the run goes on
         for engine in engines:
             _release(engine, opts.device)
-        return [PipelineRow(backend, precision, b, reason=one_line(exc)) for b in opts.batches]
+        return [PipelineRow(backend, precision, b, reason=one_line(exc, REASON_CHARS)) for b in opts.batches]
     rows = []
     for batch in opts.batches:
         try:
             row = _time_fast(engines, frames, batch, opts)
         except Exception as exc:
-            row = PipelineRow(backend, precision, batch, reason=one_line(exc))
+            row = PipelineRow(backend, precision, batch, reason=one_line(exc, REASON_CHARS))
             _release(None, opts.device)
         rows.append(dataclasses.replace(row, backend=backend, precision=precision, build_s=build_s))
     for engine in engines:
@@ -776,17 +795,22 @@ def _time_fast(engines: list[Engine], frames: list[np.ndarray], batch: int, opts
     pipeline = PosePipeline(engines[0], engines[1], opts.device, _pipeline_config(opts, batch))
     row = time_pipeline(pipeline, frames, batch, opts.warmup, opts.device)
     if opts.video is not None:
-        before = decode_fps(opts.video, opts.frames)
-        fps = video_pipeline_fps(pipeline, opts.video, opts.frames, batch)
-        runs = [before, decode_fps(opts.video, opts.frames)]
-        row.video = {"decode_fps": max(runs), "decode_fps_runs": runs, "pipeline_fps": fps, "ratio": fps / max(runs)}
+        row.video = {}
+        for decoder in opts.decoders:
+            before = decode_fps(opts.video, opts.frames, decoder, opts.device)
+            fps = video_pipeline_fps(pipeline, opts.video, opts.frames, batch, decoder)
+            runs = [before, decode_fps(opts.video, opts.frames, decoder, opts.device)]
+            row.video[decoder] = {"decode_fps": max(runs), "decode_fps_runs": runs, "pipeline_fps": fps,
+                                  "ratio": fps / max(runs)}
     return row
 
 
-def bench_pipeline(opts: BenchOptions, models: dict[str, LoadedModel]) -> tuple[list[PipelineRow], float | None]:
-    """Reference row first, then every fast (backend, precision, batch); decode fps of --video."""
+def bench_pipeline(opts: BenchOptions, models: dict[str, LoadedModel]) -> tuple[list[PipelineRow], dict[str, float] | None]:
+    """Reference row first, then every fast (backend, precision, batch); decode fps of --video
+    per decoder."""
     frames = make_frames(opts.frames, opts.frame_size, opts.seed)
-    video_decode = decode_fps(opts.video, opts.frames) if opts.video is not None else None
+    video_decode = None if opts.video is None else {
+        decoder: decode_fps(opts.video, opts.frames, decoder, opts.device) for decoder in opts.decoders}
     rows = [_bench_reference(models, frames, opts)]
     for backend, precision in opts.variants():
         rows += _bench_fast(models, frames, backend, precision, opts)
@@ -925,21 +949,21 @@ def _model_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _pipeline_cells(entry: dict[str, Any], video: bool) -> list[str]:
+def _pipeline_cells(entry: dict[str, Any], decoders: Sequence[str]) -> list[str]:
     head = [entry["backend"], entry["precision"], str(entry["batch"])]
     if entry["status"] != "ok":
-        return head + ["unavailable: " + entry["reason"].replace("|", "/")] + ["-"] * (7 + 2 * video)
+        return head + ["unavailable: " + entry["reason"].replace("|", "/")] + ["-"] * (7 + 2 * len(decoders))
     cells = [_fmt(entry["fps"], 1), _fmt(entry["median_fps"], 1), _fmt(entry["speedup"]) + "x", _fmt(entry["persons_per_frame"], 1),
              _fmt(entry["gpu_peak_mb"], 0), _fmt(entry["rss_mb"], 0), _fmt(entry["build_s"], 1)]
-    if video:
-        v = entry["video"] or {}
+    for decoder in decoders:
+        v = (entry["video"] or {}).get(decoder, {})
         cells += [_fmt(v.get("pipeline_fps"), 1), _fmt(v.get("ratio"), 3)]
     return head + cells
 
 
 def _pipeline_table(report: dict[str, Any]) -> list[str]:
     info = report["pipeline_info"]
-    video = info["video"] is not None
+    decoders = list(info["decode_fps"] or {})
     w, h = info["frame_size"]
     rss = info["rss_start_mb"], info["rss_end_mb"]
     lines = [
@@ -948,15 +972,17 @@ def _pipeline_table(report: dict[str, Any]) -> list[str]:
         f"- host RSS: {_fmt(rss[0], 0)} MiB at start, {_fmt(rss[1], 0)} MiB at end "
         f"(peak {_fmt(info['rss_peak_mb'], 0)})",
     ]
-    if video:
-        lines.append(f"- video: {info['video']}, decoding alone {info['decode_fps']:.1f} frames/s at the start; "
-                     "each row's video/decode divides by the faster of two decode-alone runs just before and "
-                     "after its video run (`video.decode_fps_runs` in the json)")
+    if decoders:
+        alone = ", ".join(f"{d} {fps:.1f}" for d, fps in info["decode_fps"].items())
+        lines.append(f"- video: {info['video']}, decoding alone at the start, frames/s: {alone}; each row's "
+                     "video/decode divides by the faster of two decode-alone runs with the same decoder just "
+                     "before and after its video run (`video.<decoder>.decode_fps_runs` in the json)")
     columns = ["pipeline", "precision", "frames/call", "frames/s", "median-batch frames/s", "speed-up vs reference",
-               "persons/frame",
-               "GPU peak MiB", "host RSS MiB", "build s"] + (["video frames/s", "video/decode"] if video else [])
+               "persons/frame", "GPU peak MiB", "host RSS MiB", "build s"]
+    for decoder in decoders:
+        columns += [f"video frames/s ({decoder})", f"video/decode ({decoder})"]
     lines += ["", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_pipeline_cells(e, video)) + " |" for e in report["rows"]]
+    lines += ["| " + " | ".join(_pipeline_cells(e, decoders)) + " |" for e in report["rows"]]
     return lines
 
 
@@ -1062,6 +1088,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flip", action="store_true", help="pipeline: flip test")
     parser.add_argument("--video", default=None, metavar="FILE",
                         help="pipeline: also time decoding FILE alone and the fast pipeline from FILE")
+    parser.add_argument("--decoder", default="opencv", metavar="LIST",
+                        help=f"pipeline with --video: comma list of video decoders ({', '.join(DECODERS)}; "
+                             "default: opencv)")
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -30,3 +30,14 @@ def require(module: str, extra: str, purpose: str):
         raise MissingDependencyError(
             f"{purpose} needs the '{module}' package: pip install 'alphapose-trt[{extra}]' ({exc})"
         ) from exc
+
+
+def one_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception as one short line: its first message line, with the type unless it is ours.
+
+    Why: third-party failures (a backend that cannot build, a decoder library) are reported inside
+    our own one-line messages and tables, never as multi-line tracebacks.
+    """
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = "" if isinstance(exc, AlphaPoseTrtError) else f"{type(exc).__name__}: "
+    return (name + text)[:limit] or type(exc).__name__

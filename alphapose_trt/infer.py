@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from alphapose_trt.api import PoseEstimator, batched
 from alphapose_trt.errors import AlphaPoseTrtError
+from alphapose_trt.io.sources import DECODERS
 from alphapose_trt.pipeline import detect as detect_ops
 from alphapose_trt.pipeline.runner import PipelineConfig
 from alphapose_trt.results import FrameResult
@@ -71,6 +72,9 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--video", type=Path, help="video file")
     src.add_argument("--webcam", type=int, help="webcam index")
     src.add_argument("--stream", help="stream URL (rtsp://, http://, ...)")
+    p.add_argument("--decoder", choices=DECODERS, default="opencv",
+                   help="video decoding: opencv (host, AlphaPose's) or nvdec (on the GPU, frames stay there; "
+                        "needs the nvdec extra)")
     add_pipeline_arguments(p)
     g = p.add_argument_group("outputs")
     g.add_argument("--outdir", type=Path, default=Path("out"), help="output folder (default: out)")
@@ -139,7 +143,7 @@ def run_infer(args: argparse.Namespace) -> int:
 
     detfile = load_detfile(args.detfile) if args.detfile else None
     source = open_source(image=args.image, indir=args.indir, list_file=args.list_file, video=args.video,
-                         webcam=args.webcam, stream=args.stream)
+                         webcam=args.webcam, stream=args.stream, decoder=args.decoder, device=args.device)
     estimator = estimator_from_args(args, use_detector=detfile is None)
     outdir: Path = args.outdir
     video_writer = None

@@ -145,11 +145,11 @@ def test_pipeline_bench_with_video(synthetic_dir, detector_weights, tmp_path):
         assert row["median_fps"] == pytest.approx(row["frames"] / len(row["batch_ms"]) / (np.median(row["batch_ms"]) / 1e3))
     assert len(fast["batch_ms"]) == 2  # 3 frames in calls of 2 and 1
     info = report["pipeline_info"]
-    assert info["decode_fps"] > 0 and info["rss_end_mb"] > 0
-    video = fast["video"]
+    assert info["decode_fps"]["opencv"] > 0 and info["rss_end_mb"] > 0
+    video = fast["video"]["opencv"]
     assert len(video["decode_fps_runs"]) == 2 and video["decode_fps"] == max(video["decode_fps_runs"]) > 0
     assert video["ratio"] == pytest.approx(video["pipeline_fps"] / video["decode_fps"])
-    assert "video/decode" in markdown and len(table_rows(markdown)) == 2
+    assert "video/decode (opencv)" in markdown and len(table_rows(markdown)) == 2
 
 
 def test_synthetic_weights_are_written_once(synthetic_dir):
@@ -209,6 +209,8 @@ def test_peak_by_device_name(name, peak):
         (["--weights", "a.pth", "--cfg", "net.cfg"], "belongs to the detector model"),
         (["--model", "pipeline", "--cfg", "net.cfg"], "--cfg needs --weights"),
         (["--iters", "0"], "--iters must be >= 1"),
+        (["--model", "pipeline", "--decoder", "nvdec"], "give --video too"),
+        (["--model", "pipeline", "--video", __file__, "--decoder", "opencv,gpu"], "--decoder: unknown gpu"),
     ],
 )
 def test_bad_options_are_one_line_errors(argv, message):

@@ -21,6 +21,7 @@ from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline, Referenc
 from conftest import assert_same_persons, make_frame
 
 pytestmark = pytest.mark.gpu
+NVDEC_CLIP_FRAMES = 96
 MAX_BATCH = 8
 TOLERANCE = {"fp32": 1e-3, "fp16": 1e-2}
 
@@ -171,3 +172,88 @@ def test_detector_stage_replayed_as_one_cuda_graph_matches_op_by_op(gpu_detector
             assert g.shape == w.shape
             torch.testing.assert_close(g, w, atol=1e-2, rtol=0)  # px: fp32 conv algorithms may differ
     assert len(graphed._detect_graphs.graphs) == runner.DETECT_GRAPHS == 2  # 1080p, 720p; 480p op by op
+
+
+@pytest.fixture(scope="module")
+def nvdec_clip(tmp_path_factory):
+    """96 frames of 640x360 mp4v (OpenCV's writer puts a key frame every 12): a smooth bench frame
+    panning 4 px a frame (as h100.sh's clip)."""
+    pytest.importorskip("PyNvVideoCodec")
+    from alphapose_trt.bench import make_frames
+
+    path = tmp_path_factory.mktemp("nvdec") / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 360))
+    base = cv2.cvtColor(make_frames(1, (640, 360), 0)[0], cv2.COLOR_RGB2BGR)
+    for i in range(NVDEC_CLIP_FRAMES):
+        writer.write(np.roll(base, 4 * i, axis=1))
+    writer.release()
+    return path
+
+
+def test_nvdec_frames_match_opencv_frames_within_a_level(nvdec_clip):
+    """NVDEC frames stay on the GPU and equal OpenCV's within chroma-upsampling differences:
+    mean <= 1.5 levels, max <= 16 at colour edges (1080p clips: 1.1 and 5, nvdec_probe.txt; this
+    clip: 1.14 and 11; NVDEC's own RGB conversion: ~5 and 36); the conversion on
+    CUDA is bit-exact to the CPU one (which is bit-exact to cv2, test_nvdec.py)."""
+    from alphapose_trt.io.nvdec import _nv12_to_rgb_fused, nv12_to_rgb
+    from alphapose_trt.io.sources import open_source
+
+    with open_source(video=nvdec_clip, decoder="nvdec", device="cuda") as source:
+        assert source.size == (640, 360) and source.length == NVDEC_CLIP_FRAMES
+        got = list(source)
+        assert source.failures == []
+    with open_source(video=nvdec_clip) as source:
+        want = list(source)
+    assert [f.image_id for f in got] == [f.image_id for f in want] == list(range(NVDEC_CLIP_FRAMES))
+    for g, w in zip(got, want):
+        assert g.image.is_cuda and g.image.dtype == torch.uint8 and g.image.shape == (360, 640, 3)
+        diff = np.abs(g.image.cpu().numpy().astype(np.int16) - w.image)
+        assert diff.mean() <= 1.5 and diff.max() <= 16, (g.image_id, diff.mean(), diff.max())
+    nv12 = torch.randint(0, 256, (2, 540, 640), dtype=torch.uint8)
+    assert torch.equal(nv12_to_rgb(nv12.cuda()).cpu(), nv12_to_rgb(nv12))
+    assert torch.equal(_nv12_to_rgb_fused(nv12.cuda()).cpu(), nv12_to_rgb(nv12))  # the compiled one the source uses
+
+
+def test_pipeline_on_nvdec_frames_equals_the_same_frames_from_the_host(gpu_detector, pose_model, nvdec_clip):
+    """Device frames skip the upload; the persons equal those of the same pixels sent from the host."""
+    from alphapose_trt.io.sources import open_source
+    from alphapose_trt.pipeline.transfer import host_image
+
+    with open_source(video=nvdec_clip, decoder="nvdec", device="cuda") as source:
+        frames = [f.image for f in source]
+    det32 = EagerEngine(gpu_detector, "cuda", "fp32", channels_last=False)
+    pose32 = EagerEngine(pose_model, "cuda", "fp32", channels_last=False)
+    pipeline = PosePipeline(det32, pose32, "cuda", PipelineConfig(max_persons=8, det_batch=8, conf=0.1))
+
+    def persons(images):
+        batches = ((i, images[i : i + 8], None) for i in range(0, len(images), 8))
+        return [r for _, results in pipeline.process_stream(batches) for r in results]
+
+    want = persons([host_image(f) for f in frames])
+    assert sum(len(p) for p in want) > 0
+    assert_same_persons(persons(frames), want, box_atol=1e-3)
+
+
+def test_nvdec_sessions_on_stretches_give_the_frames_of_one_sequential_pass(nvdec_clip, monkeypatch):
+    """Several decoders on key-frame stretches, merged in order: bit-exact to one decoder reading
+    the whole file, every frame once, and a pass stopped early ends quietly."""
+    from alphapose_trt.io import nvdec
+    from alphapose_trt.io.sources import open_source
+
+    def frames(sessions):
+        monkeypatch.setattr(nvdec, "NVDEC_SESSIONS", sessions)
+        with open_source(video=nvdec_clip, decoder="nvdec", device="cuda") as source:
+            got = list(source)
+            assert source.failures == []
+            return source.stretches, got
+
+    one, want = frames(1)
+    three, got = frames(3)
+    assert one == [(0, NVDEC_CLIP_FRAMES)] and len(three) == 2 and three[0] == (0, 36)  # key frames every 12
+    assert [f.image_id for f in got] == list(range(NVDEC_CLIP_FRAMES))
+    assert all(torch.equal(g.image, w.image) for g, w in zip(got, want))
+    with open_source(video=nvdec_clip, decoder="nvdec", device="cuda") as source:
+        for frame in source:
+            if frame.image_id == 40:
+                break
+    assert source.failures == []

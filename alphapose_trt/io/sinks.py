@@ -25,6 +25,7 @@ from alphapose_trt.errors import AlphaPoseTrtError
 from alphapose_trt.fileio import atomic_write
 from alphapose_trt.io.render import DEFAULT_KP_THRESHOLD, draw_persons
 from alphapose_trt.io.sources import Frame
+from alphapose_trt.pipeline.transfer import host_image
 from alphapose_trt.results import FrameResult, Person
 from alphapose_trt.skeleton import COCO_KEYPOINTS, NUM_COCO_KEYPOINTS, OPENPOSE18_FROM_COCO
 
@@ -320,7 +321,7 @@ class FrameOutputs:
             self.json_writer.write(result)
         if self.image_writer is None and self.video_writer is None:
             return
-        drawn = draw_persons(frame.image, result.persons, self.show_box, self.kp_threshold)
+        drawn = draw_persons(host_image(frame.image), result.persons, self.show_box, self.kp_threshold)
         if self.image_writer is not None:
             self.image_writer.write(result.image_id, drawn)
         if self.video_writer is not None:

@@ -22,12 +22,15 @@ from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecu
 from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin before 3.11
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
 
 from alphapose_trt.errors import AlphaPoseTrtError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ _JOIN_TIMEOUT_S = 10.0
 CONVERT_WORKERS = 3
 
 _FLAG_NAMES = ("--image", "--indir", "--list", "--video", "--webcam", "--stream")
+DECODERS = ("opencv", "nvdec")  # video decoding: on the host with OpenCV, or on the GPU (NVDEC)
 
 
 @dataclass
@@ -62,12 +66,13 @@ class Frame:
 
     image_id: the file name relative to the input root (images) or the frame number in the
     video (an int that keeps counting over frames that failed to decode).
-    image: RGB uint8 (H, W, 3). path: the image or video file, None for webcams and streams.
+    image: RGB uint8 (H, W, 3): a numpy array, or a CUDA tensor from `--decoder nvdec`.
+    path: the image or video file, None for webcams and streams.
     index: running position among the frames actually yielded (0, 1, 2, ... without gaps).
     """
 
     image_id: str | int
-    image: np.ndarray
+    image: np.ndarray | torch.Tensor
     path: Path | None = None
     index: int = 0
 
@@ -399,11 +404,14 @@ def open_source(image: str | os.PathLike | None = None, indir: str | os.PathLike
                 list_file: str | os.PathLike | None = None, video: str | os.PathLike | None = None,
                 webcam: int | None = None, stream: str | None = None, *,
                 queue_size: int = DEFAULT_QUEUE_SIZE,
-                max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES) -> Source:
+                max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+                decoder: str = "opencv", device: str | None = None) -> Source:
     """Open exactly one input as a `Source` of RGB frames.
 
     queue_size: frames decoded ahead (memory is about queue_size frames).
     max_consecutive_failures: undecodable video frames in a row before a pass gives up.
+    decoder: "opencv" (host numpy frames), or "nvdec" for a video file decoded on the CUDA
+    `device`, whose frames stay there as tensors (`alphapose_trt.io.nvdec`).
     """
     inputs = (image, indir, list_file, video, webcam, stream)
     given = [flag for flag, value in zip(_FLAG_NAMES, inputs) if value is not None]
@@ -413,6 +421,10 @@ def open_source(image: str | os.PathLike | None = None, indir: str | os.PathLike
     if queue_size < 1 or max_consecutive_failures < 1:
         raise AlphaPoseTrtError(f"queue size ({queue_size}) and max consecutive failures "
                                 f"({max_consecutive_failures}) must be at least 1")
+    if decoder not in DECODERS:
+        raise AlphaPoseTrtError(f"--decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+    if decoder == "nvdec" and video is None:
+        raise AlphaPoseTrtError(f"--decoder nvdec reads video files (--video), not {given[0]}")
     options = {"queue_size": queue_size}
     if image is not None:
         return _image_file_source(Path(image), **options)
@@ -422,6 +434,11 @@ def open_source(image: str | os.PathLike | None = None, indir: str | os.PathLike
         return _list_source(Path(list_file), **options)
     options["max_consecutive_failures"] = max_consecutive_failures
     if video is not None:
+        if decoder == "nvdec":
+            from alphapose_trt.io.nvdec import NvdecVideoSource
+
+            path = _existing_video(Path(video))
+            return NvdecVideoSource(path, device or "cuda", queue_size)
         return _video_file_source(Path(video), **options)
     if webcam is not None:
         if isinstance(webcam, bool) or not isinstance(webcam, int) or webcam < 0:
@@ -480,7 +497,12 @@ def _list_image_id(entry: str) -> str:
     return Path(normal).as_posix()
 
 
-def _video_file_source(path: Path, queue_size: int, max_consecutive_failures: int) -> VideoSource:
+def _existing_video(path: Path) -> Path:
     if not path.is_file():
         raise AlphaPoseTrtError(f"{path}: no such video file (--video)")
+    return path
+
+
+def _video_file_source(path: Path, queue_size: int, max_consecutive_failures: int) -> VideoSource:
+    _existing_video(path)
     return VideoSource(str(path), str(path), path, queue_size, max_consecutive_failures)

@@ -26,7 +26,7 @@ from alphapose_trt.pipeline import crop as crop_ops
 from alphapose_trt.pipeline import decode as decode_ops
 from alphapose_trt.pipeline import detect as detect_ops
 from alphapose_trt.pipeline.pose_nms import PoseNmsResult, pose_nms_frames, pose_nms_reference
-from alphapose_trt.pipeline.transfer import FrameUploader, HostCopy, StackedFrames, StagedFrames, to_device
+from alphapose_trt.pipeline.transfer import FrameUploader, HostCopy, StackedFrames, StagedFrames, host_image, to_device
 from alphapose_trt.results import Person
 from alphapose_trt.skeleton import flip_pairs
 
@@ -369,7 +369,7 @@ class ReferencePipeline:
         self, frames: Sequence[np.ndarray], detections: Sequence[np.ndarray] | None = None
     ) -> list[list[Person]]:
         results = []
-        for i, frame in enumerate(frames):
+        for i, frame in enumerate(map(host_image, frames)):
             dets = self.detect(frame) if detections is None else np.asarray(detections[i], np.float32).reshape(-1, 5)
             coords, scores = self.estimate(frame, dets)
             nms = pose_nms_reference(dets[:, :4], dets[:, 4], coords, scores, self.config.pose_area)

@@ -60,9 +60,15 @@ class HostCopy:
         return self.tensors
 
 
+def host_image(image: np.ndarray | Tensor) -> np.ndarray:
+    """An (H, W, 3) frame as a host array. Frames decoded by NVDEC are device tensors; this copy
+    waits for the GPU, so only rendering and the reference path use it, never the fast path."""
+    return image.cpu().numpy() if isinstance(image, Tensor) else image
+
+
 @dataclass
 class StackedFrames:
-    """A CPU batch: nothing to transfer."""
+    """A batch with nothing to transfer: on a CPU device, or made of frames already on the GPU."""
 
     batch: Tensor
 
@@ -113,8 +119,18 @@ class FrameUploader:
     def __call__(self, frames: Sequence[np.ndarray]) -> Tensor:
         return self.stage(frames).send()
 
-    def stage(self, frames: Sequence[np.ndarray]) -> StagedFrames | StackedFrames:
-        """Start copying the frames into pinned memory (on a CPU device: just stack them)."""
+    def stage(self, frames: Sequence[np.ndarray | Tensor]) -> StagedFrames | StackedFrames:
+        """Start copying the frames into pinned memory (on a CPU device: just stack them).
+        Tensor frames (decoded on the GPU by NVDEC) are stacked where they are, on the compute
+        stream; `record_stream` keeps their memory (allocated on the decoder's stream) until
+        that stack has run."""
+        if isinstance(frames[0], Tensor):
+            batch = torch.stack([f.to(self.device) for f in frames])
+            if self.stream is not None:
+                compute = torch.cuda.current_stream(self.device)
+                for frame in frames:
+                    frame.record_stream(compute)
+            return StackedFrames(batch.permute(0, 3, 1, 2))
         if self.stream is None:
             return StackedFrames(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
         shape = (len(frames), *frames[0].shape)

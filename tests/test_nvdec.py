@@ -1,0 +1,100 @@
+"""The NVDEC source's CPU-checkable parts: its NV12 conversion against OpenCV's, its errors, and
+device (tensor) frames through the pipeline. Decoding itself needs the GPU: tests/test_gpu.py."""
+
+from __future__ import annotations
+
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from alphapose_trt.engines.eager import EagerEngine
+from alphapose_trt.errors import AlphaPoseTrtError, MissingDependencyError
+from alphapose_trt.io import nvdec
+from alphapose_trt.io.sources import open_source
+from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline, ReferencePipeline
+from alphapose_trt.pipeline.transfer import FrameUploader, host_image
+from conftest import assert_same_persons, make_frame
+
+
+@pytest.mark.parametrize("height, width", [(2, 2), (6, 10), (1080, 1920)])
+def test_nv12_to_rgb_is_bit_exact_to_opencv(height, width):
+    nv12 = np.random.default_rng(height).integers(0, 256, (height * 3 // 2, width), np.uint8)
+    want = cv2.cvtColor(nv12, cv2.COLOR_YUV2RGB_NV12)
+    got = nvdec.nv12_to_rgb(torch.from_numpy(nv12))
+    assert got.dtype == torch.uint8 and got.shape == (height, width, 3)
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_nv12_to_rgb_converts_a_batch_frame_by_frame_and_covers_the_full_range():
+    rng = np.random.default_rng(1)
+    batch = rng.integers(0, 256, (3, 12, 8), np.uint8)
+    batch[0, :8] = 0  # Y below 16 is clamped (black), extreme chroma saturates at 0 and 255
+    batch[1] = 255
+    got = nvdec.nv12_to_rgb(torch.from_numpy(batch)).numpy()
+    for frame, out in zip(batch, got):
+        np.testing.assert_array_equal(out, cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_NV12))
+    assert got.min() == 0 and got.max() == 255
+
+
+def test_nv12_to_rgb_rejects_other_shapes():
+    with pytest.raises(ValueError, match="not an NV12 image: 5 x 4"):
+        nvdec.nv12_to_rgb(torch.zeros(5, 4, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="even width"):
+        nvdec.nv12_to_rgb(torch.zeros(6, 5, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("count, keys, sessions, want", [
+    (300, range(0, 300, 12), 3, [(0, 36), (36, 72), (72, 108), (108, 144), (144, 180), (180, 216), (216, 252), (252, 300)]),
+    (100, [0, 40, 70], 3, [(0, 40), (40, 100)]),  # a tail shorter than STRETCH_FRAMES joins the stretch before
+    (300, range(0, 300, 12), 1, [(0, 300)]),  # one session: one pass
+    (50, [0, 12, 24], 3, [(0, 50)]),  # too short to split
+    (600, [0, 250, 500], 3, [(0, 600)]),  # key frames too far apart: memory would grow, one pass
+    (300, [], 3, [(0, 300)]),
+])
+def test_stretches_start_at_key_frames_and_cover_every_frame(count, keys, sessions, want):
+    stretches = nvdec.plan_stretches(count, list(keys), sessions)
+    assert stretches == want
+    assert [s for s, _ in stretches[1:]] == [e for _, e in stretches[:-1]]  # contiguous, no overlap
+    assert all(e - s >= nvdec.STRETCH_FRAMES for s, e in stretches) or len(stretches) == 1
+
+
+def test_nvdec_source_needs_cuda_and_says_which_package_to_install(tmp_path, monkeypatch):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\0" * 16)
+    with pytest.raises(AlphaPoseTrtError, match="clip.mp4: --decoder nvdec needs a CUDA device") as info:
+        open_source(video=video, decoder="nvdec", device="cpu")
+    assert "\n" not in str(info.value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", None)  # import fails as when not installed
+    with pytest.raises(MissingDependencyError, match=r"pip install 'alphapose-trt\[nvdec\]'"):
+        open_source(video=video, decoder="nvdec", device="cuda")
+
+
+def test_infer_rejects_nvdec_for_images(tmp_path, capsys):
+    from alphapose_trt.cli import main
+
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
+    assert main(["infer", "--image", str(image), "--decoder", "nvdec", "--outdir", str(tmp_path)]) != 0
+    err = capsys.readouterr().err
+    assert "--decoder nvdec reads video files (--video), not --image" in err and "Traceback" not in err
+
+
+def test_tensor_frames_give_the_same_persons_as_arrays(detector_model, pose_model):
+    """Frames decoded by NVDEC reach the pipelines as tensors: the fast path stacks them where
+    they are, the reference path copies them to the host; results equal those of numpy frames."""
+    det = EagerEngine(detector_model, "cpu", "fp32", max_batch=2)
+    pose = EagerEngine(pose_model, "cpu", "fp32", max_batch=8)
+    config = PipelineConfig(conf=0.1, max_persons=3, det_batch=2, pose_batch=4)
+    frames = [make_frame(120, 160, seed=s) for s in (1, 2)]
+    tensors = [torch.from_numpy(f.copy()) for f in frames]
+    staged = FrameUploader(torch.device("cpu")).stage(tensors).send()
+    assert torch.equal(staged, torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
+    assert np.array_equal(host_image(tensors[0]), frames[0])
+    for pipeline in (PosePipeline(det, pose, "cpu", config), ReferencePipeline(det, pose, config)):
+        want = pipeline.process_batch(frames)
+        assert sum(map(len, want)) > 0
+        assert_same_persons(pipeline.process_batch(tensors), want, box_atol=0)
