@@ -2,11 +2,12 @@
 
 Why: with OpenCV a 1080p frame (6 MB) is decoded on the host, then crosses the interpreter, a
 conversion pool, pinned memory and PCIe, and the reader shares the interpreter with the thread
-that feeds the GPU: on the lent H100 the pipeline read an mp4 at 0.51-0.70 of decoding alone
-(benchmarks/README.md). NVDEC decodes beside the GPU's compute units, frames never leave the
-device, and the host makes one call per batch of frames. It goes through NVIDIA's PyNvVideoCodec
-(`pip install 'alphapose-trt[nvdec]'`), which brings its own demuxer (FFmpeg's) and needs the
-driver's NVDEC library (libnvcuvid).
+that feeds the GPU. NVDEC decodes beside the GPU's compute units, frames never leave the device,
+and the host makes one call per batch of frames, so the host's cores stay free. Measured on the
+lent H100 host it is not faster: ~470 frames/s decoded, ~320 fed to the compiled pipeline, against
+~530 through OpenCV (benchmarks/README.md, session 5), so OpenCV stays the default. It goes
+through NVIDIA's PyNvVideoCodec (`pip install 'alphapose-trt[nvdec]'`), which brings its own
+demuxer (FFmpeg's) and needs the driver's NVDEC library (libnvcuvid).
 
 Colours: NVDEC hands out NV12, converted here with OpenCV's own BT.601 formula
 (cv2.COLOR_YUV2RGB_NV12), so frames match the OpenCV source within about one level (its decoder
@@ -34,10 +35,10 @@ from alphapose_trt.pipeline.fusion import fused
 _SHIFT = 20
 _CY, _CVR, _CVG, _CUG, _CUB = 1220542, 1673527, -852492, -409993, 2116026
 DECODE_BATCH = 8  # frames per decoder call
-# Decoders working at once on different stretches of one file. One decoder session delivers a
-# 1080p frame about every 2.1 ms (~477 frames/s on the H100 whatever the codec: it decodes one
-# frame at a time), while the GPU has 7 NVDEC engines: 2-4 sessions gave 600-1,240 frames/s
-# together (benchmarks/h100-2026-11-27-session5/nvdec_probe3.txt).
+# Decoders working at once on different stretches of one file. One decoder session gave 260-710
+# 1080p frames/s on the H100, which has 7 NVDEC engines; 2-4 sessions gave 600-1,240 together on
+# one machine (benchmarks/h100-2026-11-27-session5/nvdec_probe3.txt), and our source went from
+# ~250-320 to ~470 frames/s with 3 (nvdec_study_3_sessions.txt).
 NVDEC_SESSIONS = 3
 # A stretch runs from a key frame to a later one, at least STRETCH_FRAMES long, so a session's
 # seek decodes nothing extra. Files with key frames further apart than MAX_STRETCH_FRAMES decode
@@ -175,8 +176,8 @@ class NvdecVideoSource(Source):
             for worker in workers:
                 worker.shutdown(wait=True, cancel_futures=True)
         if self._count is not None and frame_number < self._count and not stop.is_set():
-            self._record_failure(self.name, f"decoding ended at frame {frame_number}, the header reports "
-                                            f"{self._count} (may be approximate)")
+            self._record_failure(self.name, f"decoding ended at frame {frame_number} of the {self._count} "
+                                            "the file reports")
 
     def _decode(self, session, start: int, end: int, read_on: bool) -> list[Tensor]:
         """Frames start..end (read_on: on to the real end) as NV12 copies, in batches."""
