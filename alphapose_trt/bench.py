@@ -41,8 +41,8 @@ import torch
 
 from alphapose_trt.engines.base import PRECISIONS, Engine
 from alphapose_trt.errors import AlphaPoseTrtError, one_line
-from alphapose_trt.io.sources import DECODERS
 from alphapose_trt.fileio import atomic_write
+from alphapose_trt.io.sources import DECODERS
 from alphapose_trt.models.load import LoadedModel, model_kind_of
 
 MODEL_CHOICES = ("detector", "pose", "pipeline")
