@@ -98,3 +98,21 @@ def test_tensor_frames_give_the_same_persons_as_arrays(detector_model, pose_mode
         want = pipeline.process_batch(frames)
         assert sum(map(len, want)) > 0
         assert_same_persons(pipeline.process_batch(tensors), want, box_atol=0)
+
+
+def test_device_frames_are_rendered_from_a_host_copy(tmp_path):
+    """--save-img / --save-video with NVDEC frames: the writer thread copies the tensor to the host
+    and draws on that copy; the rendered file equals the one from the same numpy frame."""
+    from alphapose_trt.io.sinks import FrameOutputs, ImageWriter
+    from alphapose_trt.io.sources import Frame, read_image
+    from alphapose_trt.results import FrameResult, Person
+
+    image = make_frame(48, 64, seed=3)
+    person = Person(box=np.array([5, 6, 40, 44], np.float32), box_score=0.8,
+                    keypoints=np.random.default_rng(0).uniform(8, 40, (17, 2)).astype(np.float32),
+                    keypoint_scores=np.full(17, 0.9, np.float32), score=0.9, idx=0)
+    for name, pixels in (("array.png", image), ("tensor.png", torch.from_numpy(image.copy()))):
+        FrameOutputs(image_writer=ImageWriter(tmp_path)).write(Frame(name, pixels), FrameResult(name, [person], 48, 64))
+    rendered = read_image(tmp_path / "vis" / "tensor.png")
+    assert not np.array_equal(rendered, image)
+    np.testing.assert_array_equal(rendered, read_image(tmp_path / "vis" / "array.png"))
