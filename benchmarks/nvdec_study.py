@@ -4,7 +4,8 @@
 
 Per clip and number of decoder sessions (`io.nvdec.NVDEC_SESSIONS`): our NVDEC source alone (the
 bench's NVDEC decode-alone), the pipeline from that source, and the in-memory pipeline beside a
-thread that loops the source (does NVDEC work slow the GPU stream down?). The OpenCV path once per
+thread that loops the source, and beside raw decoder sessions looping in a child process (is it
+the GPU or the shared interpreter that slows the pipeline down?). The OpenCV path once per
 clip for comparison. Synthetic weights from the bench cache, compiled fp16, 8 frames per call.
 """
 
@@ -58,6 +59,37 @@ def beside_looping_source(pipe: PosePipeline, frames: list, path: Path) -> tuple
     return row.fps, counted[0] / counted[1]
 
 
+_CHILD = """
+import sys, threading, time, torch, PyNvVideoCodec as nvc
+path, sessions = sys.argv[1], int(sys.argv[2])
+count, stop = [0], time.perf_counter() + float(sys.argv[3])
+def loop():
+    s = torch.cuda.Stream()
+    while time.perf_counter() < stop:
+        d = nvc.SimpleDecoder(path, gpu_id=0, use_device_memory=True, cuda_stream=s.cuda_stream,
+                              output_color_type=nvc.OutputColorType.NATIVE)
+        while time.perf_counter() < stop and (b := d.get_batch_frames(8)):
+            count[0] += len(b)
+start = time.perf_counter()
+threads = [threading.Thread(target=loop) for _ in range(sessions)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(count[0] / (time.perf_counter() - start))
+"""
+
+
+def beside_child_decoder(pipe: PosePipeline, frames: list, path: Path, sessions: int) -> tuple[float, float]:
+    """In-memory pipeline frames/s while a child process loops raw NVDEC sessions over `path`
+    (no interpreter shared with the pipeline); and that child's frames/s."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), str(sessions), "6"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(2.5)  # the child's imports and first decoder
+    fps = time_pipeline(pipe, frames, 8, 4, pipe.device).fps
+    return fps, float(child.communicate()[0].split()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("clips", nargs="+", type=Path)
@@ -93,9 +125,10 @@ def main() -> None:
             alone = [source_fps(clip, n, "nvdec") for _ in range(2)]
             runs = [video_pipeline_fps(pipe, clip, n, 8, "nvdec") for _ in range(2)]
             beside, loop_fps = beside_looping_source(pipe, frames, clip)
+            child, child_fps = beside_child_decoder(pipe, frames, clip, sessions)
             print(f"  nvdec x{sessions} ({stretches} stretches): source alone {alone[0]:.1f} / {alone[1]:.1f}, "
                   f"pipeline {runs[0]:.1f} / {runs[1]:.1f}; in memory beside a looping source {beside:.1f} "
-                  f"(source {loop_fps:.1f})")
+                  f"(source {loop_fps:.1f}); beside raw sessions in a child process {child:.1f} (child {child_fps:.1f})")
 
 
 if __name__ == "__main__":
