@@ -27,6 +27,18 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def tune_cudnn(device: torch.device) -> None:
+    """On CUDA, let cuDNN time its convolution algorithms once per shape (`cudnn.benchmark`,
+    process-wide) before any engine is built or captured.
+
+    Why: the benchmarks measure every backend so (benchmarks/README.md), and a pipeline's shapes
+    are few and fixed (the 608 letterbox, 256x192 crops, the engines' batch buckets), so the
+    one-time timing pays back; cuDNN's heuristics alone may pick slower kernels.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def _default_weights(name: str) -> Path:
     from alphapose_trt.download import weights_path
 
@@ -49,6 +61,7 @@ class PoseEstimator:
     opened `Engine`, or None for the downloaded default weights. `detector=False` runs without a
     detector (boxes must then be passed with each call). backend: eager or compiled (for weights
     files). reference: run AlphaPose's way (cv2 crops, numpy decode, eager fp32) as the oracle.
+    On CUDA it turns on `cudnn.benchmark` for the process (`tune_cudnn`).
     """
 
     def __init__(
@@ -66,6 +79,7 @@ class PoseEstimator:
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         self.config = config or PipelineConfig()
+        tune_cudnn(self.device)
         if reference:
             backend, precision = "eager", "fp32"
 

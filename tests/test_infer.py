@@ -181,3 +181,16 @@ def test_python_api_single_image_and_stream(synthetic_weights, image_dir):
     np.testing.assert_allclose(streamed[0][0].keypoints, single[0].keypoints, atol=1e-4)
     from_file = est(image_dir / "img2.png")
     assert len(from_file) >= 1
+
+
+def test_cudnn_timing_is_turned_on_for_cuda_only(monkeypatch):
+    """PoseEstimator runs with cudnn.benchmark on CUDA, as every benchmark was measured."""
+    import torch
+
+    from alphapose_trt.api import tune_cudnn
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    tune_cudnn(torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    tune_cudnn(torch.device("cuda", 1))
+    assert torch.backends.cudnn.benchmark is True
