@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exact commands behind benchmarks/README.md, run on the lent H100 from the repository root:
-#   bash benchmarks/h100.sh tests|models|pipeline|profile|aot|autotune OUTDIR
+#   bash benchmarks/h100.sh tests|models|pipeline|profile|aot|autotune|nvdec OUTDIR
 # Synthetic weights (speed does not depend on the values); caches under .cache/ so a warm
 # machine reuses weights and Inductor builds between stages. DECODERS=opencv,nvdec adds NVDEC
 # video runs to the pipeline stage (PyNvVideoCodec on PYTHONPATH).
@@ -38,6 +38,12 @@ case $stage in
     COMPILE_MODE=max-autotune
     $cli bench --model pose --backend compiled --precision fp16 --batch ${BATCHES:-1,64} --compile-mode max-autotune \
       --outdir "$out/pose-autotune" 2>&1 | tail -12 ;;
+  nvdec)
+    # NVDEC (PyNvVideoCodec on PYTHONPATH): does importing OpenCV cap it, then sessions beside the pipeline
+    make_clip
+    python3 benchmarks/nvdec_cv2_check.py "$out/clip1080.mp4" 2>&1 | tee "$out/nvdec_cv2_check.txt"
+    python3 benchmarks/nvdec_study.py "$out/clip1080.mp4" --sessions "${SESSIONS:-1,3}" 2>&1 \
+      | grep -v -E "INVALID INDEX|^$|MPEG-4; its container|Warn" | tee "$out/nvdec_study.txt" ;;
   profile)
     # host time per pipeline stage, the share of video time spent waiting for frames, kernel tables
     make_clip
