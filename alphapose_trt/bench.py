@@ -679,27 +679,26 @@ def decode_fps(path: Path, limit: int, decoder: str = "opencv", device: torch.de
     """Frames per second of decoding alone (the ceiling of any pipeline reading this file), the
     file opened inside the timing: a bare cv2.VideoCapture.read loop, or NVDEC as the source runs
     it on `device` (there is no bare equivalent of its several decoder sessions)."""
-    start = time.perf_counter()
     if decoder == "nvdec":
-        count = _nvdec_read(path, limit, device or torch.device("cuda"))
-    else:
-        count = _read_video(path, limit, lambda frame: None)
+        return source_fps(path, limit, decoder, device)
+    start = time.perf_counter()
+    count = _read_video(path, limit, lambda frame: None)
     return count / (time.perf_counter() - start)
 
 
-def _nvdec_read(path: Path, limit: int, device: torch.device) -> int:
-    """NVDEC's decoding as the pipeline's source does it (`io.nvdec`: decoder sessions on
-    stretches of the file, NV12 -> RGB on the GPU), with nothing else running."""
+def source_fps(path: Path, limit: int, decoder: str = "opencv", device: torch.device | None = None) -> float:
+    """Frames per second of the project's video source alone (`open_source`, as `infer` reads: for
+    OpenCV a decoding thread and the RGB conversion pool, for NVDEC decoder sessions on stretches
+    of the file and NV12 -> RGB on the GPU), with nothing else running."""
     from alphapose_trt.io.sources import open_source
 
-    count = 0
-    with open_source(video=path, decoder="nvdec", device=str(device)) as source:
-        for _ in source:
+    count, start = 0, time.perf_counter()
+    with open_source(video=path, decoder=decoder, device=None if device is None else str(device)) as source:
+        for _ in zip(range(limit), source):
             count += 1
-            if count >= limit:
-                break
-    torch.cuda.synchronize(device)
-    return count
+    if decoder == "nvdec":
+        torch.cuda.synchronize(device)
+    return count / (time.perf_counter() - start)
 
 
 def video_pipeline_fps(pipeline: Any, path: Path, limit: int, batch: int, decoder: str = "opencv") -> float:

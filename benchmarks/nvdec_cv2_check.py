@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
 
 _LOOP = """
 import sys, threading, time
@@ -44,6 +45,12 @@ CASES = {
 }
 
 
+def raw_sessions_command(clip: str | Path, sessions: int, seconds: float, imports: str) -> list[str]:
+    """A fresh interpreter's command line that loops `sessions` raw decoders over `clip` for
+    `seconds` after `imports` (which bind `nvc`), and prints their frames/s together."""
+    return [sys.executable, "-c", _LOOP.format(imports=imports), str(clip), str(sessions), str(seconds)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("clip")
@@ -52,8 +59,8 @@ def main() -> None:
     args = ap.parse_args()
     for _ in range(2):
         for name, imports in CASES.items():
-            run = subprocess.run([sys.executable, "-c", _LOOP.format(imports=imports), args.clip, str(args.sessions),
-                                  str(args.seconds)], capture_output=True, text=True)
+            run = subprocess.run(raw_sessions_command(args.clip, args.sessions, args.seconds, imports),
+                                 capture_output=True, text=True)
             rate = run.stdout.split()[-1] if run.returncode == 0 and run.stdout.split() else f"failed: {run.stderr[-300:]}"
             print(f"{args.sessions} sessions, {name}: {rate} frames/s", flush=True)
 

@@ -12,28 +12,21 @@ clip for comparison. Synthetic weights from the bench cache, compiled fp16, 8 fr
 from __future__ import annotations
 
 import argparse
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import torch
 
-from alphapose_trt.bench import BenchOptions, decode_fps, load_models, make_frames, time_pipeline, video_pipeline_fps
+from alphapose_trt.bench import (BenchOptions, decode_fps, load_models, make_frames, source_fps, time_pipeline,
+                                 video_pipeline_fps)
 from alphapose_trt.cli import build_parser
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.io import nvdec
 from alphapose_trt.io.sources import open_source
 from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline
-
-
-def source_fps(path: Path, limit: int, decoder: str) -> float:
-    start, count = time.perf_counter(), 0
-    with open_source(video=path, decoder=decoder, device="cuda") as source:
-        for _ in source:
-            count += 1
-            if count >= limit:
-                break
-    return count / (time.perf_counter() - start)
+from nvdec_cv2_check import CASES, raw_sessions_command  # benchmarks/, the script's folder
 
 
 def beside_looping_source(pipe: PosePipeline, frames: list, path: Path) -> tuple[float, float]:
@@ -59,31 +52,10 @@ def beside_looping_source(pipe: PosePipeline, frames: list, path: Path) -> tuple
     return row.fps, counted[0] / counted[1]
 
 
-_CHILD = """
-import sys, threading, time, torch, PyNvVideoCodec as nvc
-path, sessions = sys.argv[1], int(sys.argv[2])
-count, stop = [0], time.perf_counter() + float(sys.argv[3])
-def loop():
-    s = torch.cuda.Stream()
-    while time.perf_counter() < stop:
-        d = nvc.SimpleDecoder(path, gpu_id=0, use_device_memory=True, cuda_stream=s.cuda_stream,
-                              output_color_type=nvc.OutputColorType.NATIVE)
-        while time.perf_counter() < stop and (b := d.get_batch_frames(8)):
-            count[0] += len(b)
-start = time.perf_counter()
-threads = [threading.Thread(target=loop) for _ in range(sessions)]
-[t.start() for t in threads]; [t.join() for t in threads]
-print(count[0] / (time.perf_counter() - start))
-"""
-
-
 def beside_child_decoder(pipe: PosePipeline, frames: list, path: Path, sessions: int) -> tuple[float, float]:
     """In-memory pipeline frames/s while a child process loops raw NVDEC sessions over `path`
     (no interpreter shared with the pipeline); and that child's frames/s."""
-    import subprocess
-    import sys
-
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), str(sessions), "6"],
+    child = subprocess.Popen(raw_sessions_command(path, sessions, 6.0, CASES["without cv2"]),
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     time.sleep(2.5)  # the child's imports and first decoder
     fps = time_pipeline(pipe, frames, 8, 4, pipe.device).fps

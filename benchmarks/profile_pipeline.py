@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from alphapose_trt.api import batched
-from alphapose_trt.bench import BenchOptions, decode_fps, load_models, make_frames
+from alphapose_trt.bench import BenchOptions, decode_fps, load_models, make_frames, source_fps
 from alphapose_trt.io.sources import open_source
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import EagerEngine
@@ -219,15 +219,6 @@ def stall_report(pipe: PosePipeline, chunks: list, runs: int = 2) -> None:
     finally:
         transfer.torch = torch
         gc.callbacks.remove(on_gc)
-
-
-def source_fps(path: Path, limit: int) -> float:
-    """Frames/s of the pipeline's video source alone (reader thread, RGB conversion pool, queue)."""
-    count, start = 0, time.perf_counter()
-    with open_source(video=path) as source:
-        for _ in zip(range(limit), source):
-            count += 1
-    return count / (time.perf_counter() - start)
 
 
 @contextlib.contextmanager

@@ -11,32 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time
+from pathlib import Path
 
 import cv2
 
-from alphapose_trt.io.sources import open_source
-
-
-def bare_read(path: str, limit: int) -> float:
-    """Frames/s of a plain cv2.VideoCapture.read() loop."""
-    capture = cv2.VideoCapture(path)
-    start, count = time.perf_counter(), 0
-    while count < limit and capture.read()[0]:
-        count += 1
-    capture.release()
-    return count / (time.perf_counter() - start)
-
-
-def source_read(path: str, limit: int) -> float:
-    """Frames/s of iterating open_source(video=...) (RGB frames, as infer reads them)."""
-    start, count = time.perf_counter(), 0
-    with open_source(video=path) as source:
-        for _ in source:
-            count += 1
-            if count >= limit:
-                break
-    return count / (time.perf_counter() - start)
+from alphapose_trt.bench import decode_fps, source_fps
 
 
 def main() -> None:
@@ -44,7 +23,7 @@ def main() -> None:
     if os.environ.get("CV_THREADS"):
         cv2.setNumThreads(int(os.environ["CV_THREADS"]))
     for _ in range(2):
-        print(f"bare read {bare_read(path, limit):.1f} fps, open_source {source_read(path, limit):.1f} fps, "
+        print(f"bare read {decode_fps(Path(path), limit):.1f} fps, open_source {source_fps(Path(path), limit):.1f} fps, "
               f"cv2 threads {cv2.getNumThreads()}")
 
 
