@@ -16,8 +16,8 @@ import torch
 import torch._dynamo
 import torch._inductor.config as inductor_config
 
-from alphapose_trt.engines.base import Engine, powers_of_two_up_to
-from alphapose_trt.engines.eager import CudaGraphCache, conv_precision, meta_for, prepare_module
+from alphapose_trt.engines.base import powers_of_two_up_to
+from alphapose_trt.engines.eager import CudaGraphCache, ModuleEngine, meta_for, prepare_module
 from alphapose_trt.models.load import LoadedModel
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -47,7 +47,7 @@ def _options(mode: str) -> dict:
     return {**list_mode_options(mode), "triton.cudagraphs": False}
 
 
-class CompiledEngine(Engine):
+class CompiledEngine(ModuleEngine):
     """The model under torch.compile, specialised per batch bucket.
 
     mode: torch.compile mode; "max-autotune" (CUDA graphs + kernel autotuning) is the default on
@@ -90,18 +90,6 @@ class CompiledEngine(Engine):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self._compiled(x)
-
-    @torch.inference_mode()
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        with conv_precision(self.meta.precision, tf32=False):
-            return self._forward(x)
-
-    def capturable(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        return self._run_plain if isinstance(self._forward, CudaGraphCache) else None
-
-    def _run_plain(self, x: torch.Tensor) -> torch.Tensor:
-        with conv_precision(self.meta.precision, tf32=False):
-            return self._plain(x)
 
     def warmup(self) -> None:
         """Compile every batch bucket now (so the first real batch is not slow)."""

@@ -100,7 +100,31 @@ class CudaGraphCache:
         return static_out.clone()
 
 
-class EagerEngine(Engine):
+class ModuleEngine(Engine):
+    """What the eager and compiled engines share: `_plain` (the module's forward), called directly
+    or replayed from a `CudaGraphCache` of it (`_forward`), under `conv_precision` with `tf32`; and
+    that plain forward, for a caller that captures it inside a larger graph."""
+
+    tf32 = False
+    _forward: Callable[[torch.Tensor], torch.Tensor]
+
+    def _plain(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def capturable(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return self._run_plain if isinstance(self._forward, CudaGraphCache) else None
+
+    def _run_plain(self, x: torch.Tensor) -> torch.Tensor:
+        with conv_precision(self.meta.precision, self.tf32):
+            return self._plain(x)
+
+    @torch.inference_mode()
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        with conv_precision(self.meta.precision, self.tf32):
+            return self._forward(x)
+
+
+class EagerEngine(ModuleEngine):
     """The nn.Module itself. fp32 is the reference; fp16 + channels_last is the eager fast path.
 
     cuda_graphs: replay captured graphs per batch bucket (powers of two up to max_batch).
@@ -135,15 +159,3 @@ class EagerEngine(Engine):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.module(x)
-
-    def capturable(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        return self._run_plain if isinstance(self._forward, CudaGraphCache) else None
-
-    def _run_plain(self, x: torch.Tensor) -> torch.Tensor:
-        with conv_precision(self.meta.precision, self.tf32):
-            return self._plain(x)
-
-    @torch.inference_mode()
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
-        with conv_precision(self.meta.precision, self.tf32):
-            return self._forward(x)
