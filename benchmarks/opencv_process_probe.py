@@ -1,0 +1,201 @@
+"""Does decoding in a child process lift the pipeline's rate from an mp4 (OpenCV decoder)?
+
+    python3 benchmarks/opencv_process_probe.py CLIP [--frames 300] [--rounds 2]
+
+A prototype, not the library's source: a spawned child decodes with cv2.VideoCapture.read
+straight into a ring of BGR frame slots in a /dev/shm file both processes map; only slot numbers
+cross a pipe. The parent converts each slot to a fresh RGB array on the source's conversion pool
+(cvtColor copies and converts in one pass, without the GIL) and gives the slot back. Measured
+side by side, back to back in one process: decoding alone (the bench's bare read loop), the
+library's source alone, the prototype source alone (clock started once the child has opened the
+file), and the compiled pipeline (synthetic weights, 8 persons, 8 frames per call) in memory,
+from the file through the library's source, and through the prototype (also with a 0.5 ms GIL
+switch interval).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from alphapose_trt.io.sources import Source, _PendingFrame
+
+SLOTS = 12
+
+
+def child(path: str, ring_path: str, shape: tuple[int, int, int], conn) -> None:
+    """Decode into free slots in order; say ("frame", number, slot), then ("end", count)."""
+    ring = np.memmap(ring_path, np.uint8, "r+", shape=(SLOTS, *shape))
+    capture = cv2.VideoCapture(path)
+    free, number, copies = list(range(SLOTS)), 0, 0
+    conn.send(("ready",))
+    while True:
+        if not free:
+            slot = conn.recv()
+            if slot is None:
+                return
+            free.append(slot)
+        slot = free.pop(0)
+        ok, image = capture.read(ring[slot])
+        if not ok:
+            break
+        if image.ctypes.data != ring[slot].ctypes.data:  # OpenCV reallocated: copy (counted)
+            ring[slot] = image
+            copies += 1
+        conn.send(("frame", number, slot))
+        number += 1
+    conn.send(("end", number, copies))
+    while conn.recv() is not None:
+        pass
+
+
+class ProcessVideoSource(Source):
+    def __init__(self, path: Path, queue_size: int = 32):
+        super().__init__(str(path), queue_size)
+        capture = cv2.VideoCapture(str(path))
+        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        capture.release()
+        shape = (height, width, 3)
+        fd, ring_path = tempfile.mkstemp(dir="/dev/shm", suffix=".ring")
+        os.close(fd)
+        self._ring = np.memmap(ring_path, np.uint8, "w+", shape=(SLOTS, *shape))
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self._conn, theirs = ctx.Pipe()
+        self._process = ctx.Process(target=child, args=(str(path), ring_path, shape, theirs), daemon=True)
+        self._process.start()
+        theirs.close()
+        self._ring_path = ring_path
+        self._ready = False
+        self.copies = None
+
+    def warm_up(self) -> None:
+        if not self._ready:
+            assert self._conn.recv() == ("ready",)
+            os.unlink(self._ring_path)  # both have it mapped
+            self._ready = True
+
+    def _produce(self, stop: threading.Event, pool: Executor) -> Iterator[_PendingFrame]:
+        self.warm_up()
+        lock = threading.Lock()
+
+        def convert(slot: int) -> np.ndarray:
+            rgb = cv2.cvtColor(self._ring[slot], cv2.COLOR_BGR2RGB)
+            with lock:
+                self._conn.send(slot)
+            return rgb
+
+        while not stop.is_set():
+            message = self._conn.recv()
+            if message[0] == "end":
+                self.copies = message[2]
+                return
+            yield _PendingFrame(message[1], None, pool.submit(convert, message[2]))
+
+    def close(self) -> None:
+        super().close()
+        if self._process.is_alive():
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass
+            self._process.join(5)
+            if self._process.is_alive():
+                self._process.kill()
+
+
+def probe_source_fps(path: Path, limit: int) -> tuple[float, float]:
+    """(frames/s after the child opened the file, frames/s with its start counted)."""
+    t0 = time.perf_counter()
+    with ProcessVideoSource(path) as source:
+        source.warm_up()
+        start, count = time.perf_counter(), 0
+        for _ in zip(range(limit), source):
+            count += 1
+        end = time.perf_counter()
+    return count / (end - start), count / (end - t0)
+
+
+def probe_pipeline_fps(pipeline, path: Path, limit: int, batch: int) -> float:
+    from itertools import islice
+
+    from alphapose_trt.api import batched
+
+    with ProcessVideoSource(path) as source:
+        source.warm_up()
+        start, count = time.perf_counter(), 0
+        chunks = batched((f.image for f in islice(source, limit)), batch)
+        for _, results in pipeline.process_stream((None, chunk, None) for chunk in chunks):
+            count += len(results)
+        return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("clip", type=Path)
+    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--no-pipeline", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    from alphapose_trt.bench import BenchOptions, decode_fps, load_models, make_frames, source_fps, time_pipeline, \
+        video_pipeline_fps
+    from alphapose_trt.cli import build_parser
+    from alphapose_trt.engines.compiled import CompiledEngine
+    from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline
+
+    # exactness first: the prototype gives the library source's frames
+    with ProcessVideoSource(args.clip) as probe:
+        got = [f.image for _, f in zip(range(16), probe)]
+    from alphapose_trt.io.sources import open_source
+
+    with open_source(video=args.clip) as source:
+        want = [f.image for _, f in zip(range(16), source)]
+    print(f"prototype frames equal the library source's: {all(np.array_equal(a, b) for a, b in zip(got, want))} "
+          f"({len(got)} frames)", flush=True)
+    for r in range(args.rounds):
+        alone = decode_fps(args.clip, args.frames)
+        lib = source_fps(args.clip, args.frames)
+        proto, proto_start = probe_source_fps(args.clip, args.frames)
+        alone2 = decode_fps(args.clip, args.frames)
+        print(f"round {r}: decoding alone {alone:.1f} / {alone2:.1f}; library source alone {lib:.1f}; "
+              f"prototype source alone {proto:.1f} ({proto_start:.1f} with its start)", flush=True)
+    if args.no_pipeline:
+        return
+    opts = BenchOptions.from_args(build_parser("bench").parse_args(["bench", "--model", "pipeline", "--device", "cuda"]))
+    models, _ = load_models(opts, ("detector", "pose"))
+    det = CompiledEngine(models["detector"], "cuda", "fp16", max_batch=8, mode="reduce-overhead", batch_sizes=(8,))
+    pose = CompiledEngine(models["pose"], "cuda", "fp16", max_batch=64, mode="reduce-overhead", batch_sizes=(8, 64))
+    pipe = PosePipeline(det, pose, "cuda", PipelineConfig(max_persons=8, det_batch=8, pose_batch=64))
+    frames = make_frames(256, (1920, 1080), 0)
+    row = time_pipeline(pipe, frames, 8, 10, torch.device("cuda"))
+    print(f"compiled pipeline in memory: {row.fps:.1f} frames/s, median batch {row.median_fps:.1f}", flush=True)
+    for r in range(args.rounds):
+        alone = decode_fps(args.clip, args.frames)
+        lib = video_pipeline_fps(pipe, args.clip, args.frames, 8)
+        proto = probe_pipeline_fps(pipe, args.clip, args.frames, 8)
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)
+        proto_switch = probe_pipeline_fps(pipe, args.clip, args.frames, 8)
+        sys.setswitchinterval(interval)
+        alone2 = decode_fps(args.clip, args.frames)
+        best = max(alone, alone2)
+        print(f"round {r}: decoding alone {alone:.1f} / {alone2:.1f}; pipeline from the file: library source {lib:.1f} "
+              f"({lib / best:.3f}), prototype {proto:.1f} ({proto / best:.3f}), prototype with a 0.5 ms switch "
+              f"interval {proto_switch:.1f} ({proto_switch / best:.3f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
