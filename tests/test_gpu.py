@@ -148,8 +148,37 @@ def test_frame_uploader_reuses_a_few_pinned_buffers_and_sends_every_batch_intact
     assert uploader._buffers <= transfer.STAGING_BUFFERS and len(buffers) == uploader._buffers
     for frames, batch in zip(batches, sent):
         assert torch.equal(batch.permute(0, 2, 3, 1).cpu(), torch.from_numpy(np.stack(frames)))
+    made = uploader._buffers
+    short = batches[0][:2]  # a stream's last, short batch: the first rows of the same buffers
+    assert torch.equal(uploader.stage(short).send().permute(0, 2, 3, 1).cpu(), torch.from_numpy(np.stack(short)))
+    uploader.stage(batches[1]).send()
+    assert uploader._buffers == made
     uploader.stage([batches[0][0][:100]]).send()  # a new frame size starts a new set of buffers
     assert uploader._buffers == 1
+
+
+@pytest.mark.parametrize("detector_graphs", [False, True])
+def test_a_streams_short_last_batch_reuses_the_fused_kernels(gpu_detector, pose_model, monkeypatch, detector_graphs):
+    """The fused letterbox (op by op, or inside the detector-stage graph) and crops are built for
+    the stream's frame count; a shorter last batch runs them on blank-padded frames instead of
+    rebuilding them (seconds at the end of every video), with the persons of the same frames op
+    by op (boxes within 1e-2 px, keypoints but for near-tie flips). Unpadded, it does rebuild."""
+    torch._dynamo.reset()  # no kernels built by earlier tests for other frame counts
+    det = EagerEngine(gpu_detector, "cuda", "fp32", max_batch=4, channels_last=False, cuda_graphs=detector_graphs)
+    pose = EagerEngine(pose_model, "cuda", "fp32", channels_last=False)
+    frames = [make_frame(360, 640, seed=s) for s in range(6)]
+    fused = PosePipeline(det, pose, "cuda", PipelineConfig(max_persons=8, det_batch=4, fuse=True))
+    eager = PosePipeline(det, pose, "cuda", PipelineConfig(max_persons=8, det_batch=4, fuse=False))
+    assert (fused._detect_graphs is not None) == detector_graphs
+    fused.process_batch(frames[:4])  # builds the kernels for 4 frames
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        got = [r for _, results in fused.process_stream((i, frames[i : i + 4], None) for i in (0, 4)) for r in results]
+    want = eager.process_batch(frames[:4]) + eager.process_batch(frames[4:])
+    assert sum(len(p) for p in want[4:]) > 0
+    assert_same_persons(got, want, box_atol=1e-2, exact=False)
+    monkeypatch.setattr(PosePipeline, "_full_batch", lambda self, op, frames: frames)
+    with torch._dynamo.config.patch(error_on_recompile=True), pytest.raises(torch._dynamo.exc.RecompileError):
+        fused.process_batch(frames[4:])
 
 
 def test_detector_stage_replayed_as_one_cuda_graph_matches_op_by_op(gpu_detector, pose_model):

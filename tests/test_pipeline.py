@@ -119,3 +119,21 @@ def test_stream_matches_batches_and_crowd_overflow(engines, frames, monkeypatch)
     monkeypatch.setattr(runner, "CANDIDATE_ROWS", 1)
     assert sum(len(p) for p in alone[1]) > 2
     assert_same_persons(pipe.process_batch(batches[1]), alone[1], exact=True)
+
+
+def test_fused_ops_get_full_batches_of_frames(engines):
+    """With fused ops, a batch with fewer frames than an earlier one of the same size is padded
+    with blank frames (same memory layout) up to that count, per op, so the compiled kernels are
+    not rebuilt for a stream's short last batch; without fused ops frames pass unchanged."""
+    det, pose = engines
+    fused = PosePipeline(det, pose, "cpu", PipelineConfig(det_batch=4, fuse=True))
+    frames = torch.arange(4 * 3 * 6 * 8, dtype=torch.uint8).reshape(4, 6, 8, 3).permute(0, 3, 1, 2)
+    assert fused._full_batch("crop", frames) is frames
+    short = fused._full_batch("crop", frames[:3])
+    assert short.shape == frames.shape and short.stride() == frames.stride()
+    assert torch.equal(short[:3], frames[:3]) and not short[3].any()
+    assert fused._full_batch("letterbox", frames[:3]).shape[0] == 3  # each op its own count: 3 so far
+    assert fused._full_batch("crop", frames[:2, :, :4]).shape[0] == 2  # another frame size, its own count
+    plain = PosePipeline(det, pose, "cpu", PipelineConfig(det_batch=4, fuse=False))
+    plain._full_batch("crop", frames)
+    assert plain._full_batch("crop", frames[:3]).shape[0] == 3

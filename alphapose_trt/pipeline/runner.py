@@ -154,6 +154,7 @@ class PosePipeline:
         # Python and launches per batch, on the thread that also feeds the GPU (profile_pipeline.py).
         forward = detector.capturable() if detector is not None and self.fused_ops else None
         self._detect_graphs = CudaGraphCache(lambda frames: self._ranked_candidates(forward, frames)) if forward else None
+        self._most_frames: dict[tuple[str, int, int], int] = {}  # per fused op and frame size (_full_batch)
 
     # -- stages ---------------------------------------------------------------------------------
     def _start_detect(self, batch: torch.Tensor) -> _Detected:
@@ -172,8 +173,9 @@ class PosePipeline:
                 parts.append(tuple(t[:n] for t in self._detect_graphs(chunk)))
                 info = detect_ops.LetterboxInfo.for_image(chunk.shape[-2:], size)
             else:
-                inputs, info = detect_ops.letterbox(chunk, size, self.detector.input_dtype, self.fused_ops)
-                parts.append(detect_ops.candidates(self.detector(inputs), self.config.conf))
+                inputs, info = detect_ops.letterbox(self._full_batch("letterbox", chunk), size, self.detector.input_dtype,
+                                                    self.fused_ops)
+                parts.append(tuple(t[:n] for t in detect_ops.candidates(self.detector(inputs), self.config.conf)))
         boxes, counts = (torch.cat(t) if len(parts) > 1 else t[0] for t in zip(*parts))
         copy = HostCopy.start([boxes[:, :CANDIDATE_ROWS], counts])
         return _Detected(batch, candidates=boxes, info=info, copy=copy)
@@ -184,6 +186,24 @@ class PosePipeline:
         if graphs is None:
             return False
         return CudaGraphCache.key(shape, frames.dtype, frames.device) in graphs.graphs or len(graphs.graphs) < DETECT_GRAPHS
+
+    def _full_batch(self, op: str, frames: torch.Tensor) -> torch.Tensor:
+        """`frames` with blank frames appended up to the most frames of their size that `op` has
+        had, when the ops are fused; the caller cuts the blank frames' outputs off.
+
+        Why: a fused op is built for one frame count (only row counts are dynamic, fusion.py), so
+        a stream's short last batch rebuilt the crops at the end of every video: a 300-frame mp4
+        read 8 frames per call ran at 45 frames/s instead of ~500, the first time in a process
+        (H100, benchmarks/h100-2026-11-27-session7). Copying the few frames is far cheaper."""
+        if not self.fused_ops:
+            return frames
+        n, key = frames.shape[0], (op, *frames.shape[-2:])
+        most = self._most_frames[key] = max(self._most_frames.get(key, 0), n)
+        if n == most:
+            return frames
+        full = pad_rows(frames, most)
+        layout = torch.channels_last if frames.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        return full.contiguous(memory_format=layout)  # the layout the kernels were built for
 
     def _ranked_candidates(self, forward: Callable[[torch.Tensor], torch.Tensor],
                            frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,7 +243,7 @@ class PosePipeline:
             return torch.zeros(0, k, 2, device=self.device), torch.zeros(0, k, device=self.device)
         rows = to_device(torch.cat([dets[:, :4], index[:, None].float()], dim=1), self.device)
         crops, crop_boxes = crop_ops.crop(
-            batch, rows[:, 4].long(), rows[:, :4], self.pose_hw, self.mean, self.pose.input_dtype, self.crop_scale,
+            self._full_batch("crop", batch), rows[:, 4].long(), rows[:, :4], self.pose_hw, self.mean, self.pose.input_dtype, self.crop_scale,
             self.fused_ops,
         )
         if self.config.flip:

@@ -79,8 +79,8 @@ class StackedFrames:
 class StagedFrames:
     """Frames being copied into pinned memory by worker threads; `send()` puts them on the GPU."""
 
-    def __init__(self, uploader: FrameUploader, buffer: Tensor, sent: torch.cuda.Event, copies: list[Future]):
-        self._uploader, self._buffer, self._sent, self._copies = uploader, buffer, sent, copies
+    def __init__(self, uploader: FrameUploader, buffer: Tensor, rows: int, sent: torch.cuda.Event, copies: list[Future]):
+        self._uploader, self._buffer, self._rows, self._sent, self._copies = uploader, buffer, rows, sent, copies
 
     def send(self) -> Tensor:
         """The (B, 3, H, W) uint8 batch on the device, once the host copies are done; the
@@ -90,7 +90,7 @@ class StagedFrames:
         uploader, stream = self._uploader, self._uploader.stream
         compute = torch.cuda.current_stream(uploader.device)
         with torch.cuda.stream(stream):
-            batch = self._buffer.to(uploader.device, non_blocking=True)
+            batch = self._buffer[: self._rows].to(uploader.device, non_blocking=True)
             self._sent.record(stream)
         compute.wait_event(self._sent)
         batch.record_stream(compute)
@@ -103,7 +103,8 @@ class FrameUploader:
 
     On CUDA each frame is copied once, by a pool of threads (np.copyto releases the GIL and a
     1080p frame is 6 MB), into a reused pinned staging buffer; `stage` only starts those copies,
-    so the caller can do other host work meanwhile. The transfer then runs on a side stream,
+    so the caller can do other host work meanwhile. A batch with fewer frames (a stream's last)
+    uses the first rows of the same buffers, so the next stream does not pin new ones. The transfer then runs on a side stream,
     overlapping the kernels of earlier batches. `record_stream` tells the caching allocator the
     batch is read on the compute stream, so its memory is not reused before those reads are done.
     """
@@ -112,7 +113,7 @@ class FrameUploader:
         self.device = device
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._free: list[tuple[Tensor, torch.cuda.Event]] = []  # staging buffers of the latest shape
-        self._shape: tuple[int, ...] | None = None
+        self._shape: tuple[int, ...] | None = None  # (frames, H, W, 3): the most frames a batch of this size had
         self._buffers = 0  # staging buffers made for that shape
         self._copier = ThreadPoolExecutor(max_workers=UPLOAD_THREADS, thread_name_prefix="upload")
 
@@ -134,18 +135,18 @@ class FrameUploader:
         if self.stream is None:
             return StackedFrames(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
         shape = (len(frames), *frames[0].shape)
-        if shape != self._shape:  # a new frame size (image folders): don't hoard pinned memory per size
-            self._free.clear()
+        if self._shape is None or shape[1:] != self._shape[1:] or shape[0] > self._shape[0]:
+            self._free.clear()  # a new frame size (image folders) or more frames: don't hoard pinned memory
             self._shape, self._buffers = shape, 0
         if self._free and (self._buffers >= STAGING_BUFFERS or self._free[0][1].query()):
             buffer, sent = self._free.pop(0)  # the oldest: its transfer is done, or soon is
             sent.synchronize()
         else:  # all in transfer: one more buffer, up to STAGING_BUFFERS
-            buffer, sent = torch.empty(shape, dtype=torch.uint8, pin_memory=True), torch.cuda.Event()
+            buffer, sent = torch.empty(self._shape, dtype=torch.uint8, pin_memory=True), torch.cuda.Event()
             self._buffers += 1
         staging = buffer.numpy()
         copies = [self._copier.submit(np.copyto, staging[i], frame) for i, frame in enumerate(frames)]
-        return StagedFrames(self, buffer, sent, copies)
+        return StagedFrames(self, buffer, len(frames), sent, copies)
 
     def give_back(self, buffer: Tensor, sent: torch.cuda.Event) -> None:
         """Return a staging buffer whose transfer is queued (reused once `sent` has fired)."""
