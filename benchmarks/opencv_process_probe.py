@@ -34,27 +34,33 @@ SLOTS = 12
 
 
 def child(path: str, ring_path: str, shape: tuple[int, int, int], conn) -> None:
-    """Decode into free slots in order; say ("frame", number, slot), then ("end", count)."""
+    """Decode into free slots in order; say ("frame", number, slot, seconds reading, seconds
+    waiting for slots so far), then ("end", count, copies, reading, waiting)."""
     ring = np.memmap(ring_path, np.uint8, "r+", shape=(SLOTS, *shape))
     capture = cv2.VideoCapture(path)
     free, number, copies = list(range(SLOTS)), 0, 0
+    reading = waiting = 0.0  # seconds in read() and waiting for a free slot
     conn.send(("ready",))
     while True:
         if not free:
+            t = time.perf_counter()
             slot = conn.recv()
+            waiting += time.perf_counter() - t
             if slot is None:
                 return
             free.append(slot)
         slot = free.pop(0)
+        t = time.perf_counter()
         ok, image = capture.read(ring[slot])
+        reading += time.perf_counter() - t
         if not ok:
             break
         if image.ctypes.data != ring[slot].ctypes.data:  # OpenCV reallocated: copy (counted)
             ring[slot] = image
             copies += 1
-        conn.send(("frame", number, slot))
+        conn.send(("frame", number, slot, reading, waiting))
         number += 1
-    conn.send(("end", number, copies))
+    conn.send(("end", number, copies, reading, waiting))
     while conn.recv() is not None:
         pass
 
@@ -99,8 +105,9 @@ class ProcessVideoSource(Source):
         while not stop.is_set():
             message = self._conn.recv()
             if message[0] == "end":
-                self.copies = message[2]
+                self.copies, self.child_reading, self.child_waiting = message[2:]
                 return
+            self.child_reading, self.child_waiting = message[3:]
             yield _PendingFrame(message[1], None, pool.submit(convert, message[2]))
 
     def close(self) -> None:
@@ -115,16 +122,67 @@ class ProcessVideoSource(Source):
                 self._process.kill()
 
 
-def probe_source_fps(path: Path, limit: int) -> tuple[float, float]:
-    """(frames/s after the child opened the file, frames/s with its start counted)."""
+def probe_source_fps(path: Path, limit: int) -> tuple[float, float, str]:
+    """(frames/s after the child opened the file, frames/s with its start counted, where the
+    time went: the child's seconds in read() and waiting for slots, the parent's CPU by thread)."""
+    from profile_pipeline import ThreadCpu
+
     t0 = time.perf_counter()
     with ProcessVideoSource(path) as source:
         source.warm_up()
-        start, count = time.perf_counter(), 0
+        start, count, threads = time.perf_counter(), 0, ThreadCpu()
         for _ in zip(range(limit), source):
             count += 1
         end = time.perf_counter()
-    return count / (end - start), count / (end - t0)
+        by_thread = threads.report(count)
+    where = (f"child ms per frame: read {source.child_reading / count * 1e3:.2f}, waiting for a slot "
+             f"{source.child_waiting / count * 1e3:.2f} (of {(end - start) / count * 1e3:.2f} wall); parent {by_thread}")
+    return count / (end - start), count / (end - t0), where
+
+
+def library_source_fps(path: Path, limit: int) -> tuple[float, str]:
+    """bench.source_fps with the CPU of each thread, and the reader's time in grab/retrieve."""
+    from profile_pipeline import ThreadCpu
+
+    from alphapose_trt.io import sources
+
+    spent = {"grab": 0.0, "retrieve": 0.0}
+    real = sources.cv2.VideoCapture
+
+    class Timed:
+        def __init__(self, target):
+            self._capture = real(target)
+
+        def __getattr__(self, name):
+            return getattr(self._capture, name)
+
+        def grab(self):
+            t = time.perf_counter()
+            try:
+                return self._capture.grab()
+            finally:
+                spent["grab"] += time.perf_counter() - t
+
+        def retrieve(self):
+            t = time.perf_counter()
+            try:
+                return self._capture.retrieve()
+            finally:
+                spent["retrieve"] += time.perf_counter() - t
+
+    sources.cv2.VideoCapture = Timed
+    try:
+        start, count = time.perf_counter(), 0
+        with sources.open_source(video=path) as source:
+            threads = ThreadCpu()
+            for _ in zip(range(limit), source):
+                count += 1
+            end = time.perf_counter()
+            by_thread = threads.report(count)
+    finally:
+        sources.cv2.VideoCapture = real
+    return count / (end - start), (f"reader ms per frame: grab {spent['grab'] / count * 1e3:.2f}, retrieve "
+                                   f"{spent['retrieve'] / count * 1e3:.2f} (of {(end - start) / count * 1e3:.2f} wall); {by_thread}")
 
 
 def probe_pipeline_fps(pipeline, path: Path, limit: int, batch: int) -> float:
@@ -147,7 +205,10 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--no-pipeline", action="store_true")
+    ap.add_argument("--cv-threads", type=int, default=None, help="cv2.setNumThreads first (a CUDA pipeline sets 1)")
     args = ap.parse_args()
+    if args.cv_threads is not None:
+        cv2.setNumThreads(args.cv_threads)
     import torch
 
     from alphapose_trt.bench import BenchOptions, decode_fps, load_models, make_frames, source_fps, time_pipeline, \
@@ -167,11 +228,12 @@ def main() -> None:
           f"({len(got)} frames)", flush=True)
     for r in range(args.rounds):
         alone = decode_fps(args.clip, args.frames)
-        lib = source_fps(args.clip, args.frames)
-        proto, proto_start = probe_source_fps(args.clip, args.frames)
+        lib, lib_where = library_source_fps(args.clip, args.frames)
+        proto, proto_start, proto_where = probe_source_fps(args.clip, args.frames)
         alone2 = decode_fps(args.clip, args.frames)
-        print(f"round {r}: decoding alone {alone:.1f} / {alone2:.1f}; library source alone {lib:.1f}; "
-              f"prototype source alone {proto:.1f} ({proto_start:.1f} with its start)", flush=True)
+        print(f"round {r} (OpenCV threads {cv2.getNumThreads()}): decoding alone {alone:.1f} / {alone2:.1f}; library "
+              f"source alone {lib:.1f}; prototype source alone {proto:.1f} ({proto_start:.1f} with its start)\n"
+              f"  library: {lib_where}\n  prototype: {proto_where}", flush=True)
     if args.no_pipeline:
         return
     opts = BenchOptions.from_args(build_parser("bench").parse_args(["bench", "--model", "pipeline", "--device", "cuda"]))
