@@ -424,6 +424,24 @@ def test_pending_frames_count_against_the_queue_size(tmp_path, monkeypatch):
         frames.close()
 
 
+def test_stopping_early_does_not_wait_for_a_reader_blocked_on_a_full_queue(tmp_path, monkeypatch):
+    """A consumer that stops at a frame limit finds the reader waiting for room in the queue;
+    stopping empties the queue so the reader ends at once, not at its next poll (here an hour)."""
+    video = tmp_path / "long.mp4"
+    video.write_bytes(b"x")
+    capture = _FakeCapture(1000, set(), 1000)
+    monkeypatch.setattr(sources.cv2, "VideoCapture", lambda target: capture)
+    monkeypatch.setattr(sources, "_POLL_S", 3600.0)
+    monkeypatch.setattr(sources, "_JOIN_TIMEOUT_S", 2.0)
+    with open_source(video=video, queue_size=2) as source:
+        frames = iter(source)
+        assert next(frames).image_id == 0
+        assert _wait_until(lambda: capture.position >= 3)  # the queue is full, the reader waits
+        start = time.monotonic()
+        frames.close()
+        assert time.monotonic() - start < 1.0 and _reader_threads() == []
+
+
 class _BrokenCapture(_FakeCapture):
     """Grabbing frame `at` raises (a decoder crash) or retrieving it gives float samples."""
 

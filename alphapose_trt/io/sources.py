@@ -215,8 +215,15 @@ class _ReaderThread:
 
     def stop(self) -> None:
         """Stop decoding, wait (bounded) for the thread to release its file or device, then
-        cancel the conversions nobody will collect and end the pool's threads."""
+        cancel the conversions nobody will collect and end the pool's threads.
+
+        The queue is emptied first: a reader waiting for room (the usual state when the consumer
+        stops early, at a frame limit) then returns at once instead of at its next _POLL_S
+        check, which cost up to 0.1 s of every early stop, inside the consumer's time."""
         self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
         self._thread.join(_JOIN_TIMEOUT_S)
         if self._thread.is_alive():
             logger.warning("reader thread %s did not stop within %.0f s (blocked in a read?)",
