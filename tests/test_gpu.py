@@ -7,6 +7,8 @@ reference pipeline on CUDA.
 
 from __future__ import annotations
 
+import multiprocessing
+
 import cv2
 import numpy as np
 import pytest
@@ -264,21 +266,24 @@ def test_pipeline_on_nvdec_frames_equals_the_same_frames_from_the_host(gpu_detec
 
 
 def test_nvdec_sessions_on_stretches_give_the_frames_of_one_sequential_pass(nvdec_clip, monkeypatch):
-    """Several decoders on key-frame stretches, merged in order: bit-exact to one decoder reading
-    the whole file, every frame once, and a pass stopped early ends quietly."""
+    """Several decoders on key-frame stretches in the decoding process, merged in order: bit-exact
+    to one decoder reading the whole file, every frame once; a pass stopped early ends quietly and
+    ends its decoding process; a warmed-up source reads the same frames."""
     from alphapose_trt.io import nvdec
     from alphapose_trt.io.sources import open_source
 
     def frames(sessions):
         monkeypatch.setattr(nvdec, "NVDEC_SESSIONS", sessions)
         with open_source(video=nvdec_clip, decoder="nvdec", device="cuda") as source:
+            source.warm_up()
             got = list(source)
             assert source.failures == []
-            return source.stretches, got
+            return [(s.start, s.end, s.read_on) for s in source.stretches], got
 
     one, want = frames(1)
     three, got = frames(3)
-    assert one == [(0, NVDEC_CLIP_FRAMES)] and len(three) == 2 and three[0] == (0, 36)  # key frames every 12
+    assert one == [(0, NVDEC_CLIP_FRAMES, True)]  # header count without a scan: read on to the end
+    assert three == [(0, 36, False), (36, NVDEC_CLIP_FRAMES, False)]  # key frames every 12
     assert [f.image_id for f in got] == list(range(NVDEC_CLIP_FRAMES))
     assert all(torch.equal(g.image, w.image) for g, w in zip(got, want))
     with open_source(video=nvdec_clip, decoder="nvdec", device="cuda") as source:
@@ -286,3 +291,4 @@ def test_nvdec_sessions_on_stretches_give_the_frames_of_one_sequential_pass(nvde
             if frame.image_id == 40:
                 break
     assert source.failures == []
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("decode:")]

@@ -51,7 +51,7 @@ def test_nv12_to_rgb_rejects_other_shapes():
     (100, [0, 40, 70], 3, [(0, 40), (40, 100)]),  # a tail shorter than STRETCH_FRAMES joins the stretch before
     (300, range(0, 300, 12), 1, [(0, 300)]),  # one session: one pass
     (50, [0, 12, 24], 3, [(0, 50)]),  # too short to split
-    (600, [0, 250, 500], 3, [(0, 600)]),  # key frames too far apart: memory would grow, one pass
+    (600, [0, 250, 500], 3, [(0, 250), (250, 500), (500, 600)]),  # long stretches: memory stays the ring's
     (300, [], 3, [(0, 300)]),
 ])
 def test_stretches_start_at_key_frames_and_cover_every_frame(count, keys, sessions, want):

@@ -18,8 +18,7 @@ average, up to 36 (benchmarks/h100-2026-11-27-session5/nvdec_probe.txt).
 from __future__ import annotations
 
 import threading
-from collections import deque
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -27,6 +26,7 @@ import torch
 from torch import Tensor
 
 from alphapose_trt.errors import AlphaPoseTrtError, one_line, require
+from alphapose_trt.io.decode_process import DecodeProcess, Stretch
 from alphapose_trt.io.sources import Source, _PendingFrame
 from alphapose_trt.pipeline.fusion import fused
 
@@ -41,10 +41,9 @@ DECODE_BATCH = 8  # frames per decoder call
 # ~250-320 to ~470 frames/s with 3 (nvdec_study_3_sessions.txt).
 NVDEC_SESSIONS = 3
 # A stretch runs from a key frame to a later one, at least STRETCH_FRAMES long, so a session's
-# seek decodes nothing extra. Files with key frames further apart than MAX_STRETCH_FRAMES decode
-# on one session: the frames a stretch holds until its turn (3 MB each at 1080p) stay bounded.
+# seek decodes nothing extra, and as long as the batches a session decodes ahead of its turn
+# (decode_process.SLOTS_PER_SESSION x DECODE_BATCH), so sessions overlap.
 STRETCH_FRAMES = 32
-MAX_STRETCH_FRAMES = 128
 
 
 def nv12_to_rgb(nv12: Tensor) -> Tensor:
@@ -73,10 +72,10 @@ _nv12_to_rgb_fused = fused(nv12_to_rgb, row_args=(0,))
 def plan_stretches(count: int, key_frames: Sequence[int], sessions: int) -> list[tuple[int, int]]:
     """[start, stop) frame ranges covering 0..count, each starting at a key frame and at least
     STRETCH_FRAMES long (a shorter tail joins the stretch before it); one stretch for a single
-    session, a short file, or key frames more than MAX_STRETCH_FRAMES apart."""
+    session or a short file. Memory does not depend on a stretch's length: sessions decode into
+    a fixed ring."""
     keys = sorted({k for k in key_frames if 0 < k < count})
-    gaps = [b - a for a, b in zip([0, *keys], [*keys, count])]
-    if sessions <= 1 or count < 2 * STRETCH_FRAMES or max(gaps) > MAX_STRETCH_FRAMES:
+    if sessions <= 1 or count < 2 * STRETCH_FRAMES:
         return [(0, count)]
     bounds = [0]
     for key in keys:
@@ -87,17 +86,53 @@ def plan_stretches(count: int, key_frames: Sequence[int], sessions: int) -> list
     return list(zip(bounds, [*bounds[1:], count]))
 
 
+class NvdecSession:
+    """One PyNvVideoCodec decoder on `stream`: a session of the decoding process (`decode_process`)."""
+
+    def __init__(self, path: str, device: torch.device, stream: torch.cuda.Stream | None):
+        self._decoder = _open_decoder(path, device, stream)
+
+    def batches(self, start: int, end: int, read_on: bool) -> Iterator[list[Tensor]]:
+        """Frames start..end (read_on: on to the real end) as NV12 views of the decoder's buffers."""
+        if start:
+            self._decoder.seek_to_index(start)
+        position = start
+        while position < end or read_on:
+            # up to the planned end exactly (asking past the last frame makes the decoder warn)
+            decoded = self._decoder.get_batch_frames(min(DECODE_BATCH, end - position) if position < end else DECODE_BATCH)
+            if not decoded:
+                return
+            formats = {str(f.format) for f in decoded}
+            if formats != {"Pixel_Format.NV12"}:
+                raise AlphaPoseTrtError(f"NVDEC gave {', '.join(sorted(formats))} frames; only 8-bit 4:2:0 "
+                                        "video (NV12) is supported, use --decoder opencv")
+            yield [torch.from_dlpack(f) for f in decoded]
+            position += len(decoded)
+
+
+def _open_decoder(path: str | Path, device: torch.device, stream: torch.cuda.Stream | None, scan: bool = False):
+    nvc = require("PyNvVideoCodec", "nvdec", "--decoder nvdec")
+    try:
+        return nvc.SimpleDecoder(
+            str(path), gpu_id=device.index or 0, use_device_memory=True,
+            cuda_stream=stream.cuda_stream if stream is not None else 0,
+            need_scanned_stream_metadata=scan, output_color_type=nvc.OutputColorType.NATIVE)
+    except Exception as exc:  # the library raises its own types, or RuntimeError
+        raise AlphaPoseTrtError(f"{path}: NVDEC cannot open this video ({one_line(exc)})") from None
+
+
 class NvdecVideoSource(Source):
     """A video file decoded by NVDEC on `device`: `Frame.image` is an (H, W, 3) uint8 RGB CUDA tensor.
 
     The file is cut into stretches at key frames (`plan_stretches`); up to NVDEC_SESSIONS
-    decoders, each on a worker thread and CUDA stream of its own, decode the next stretches at
-    once into NV12 copies (the decoder reuses its buffers), and the reader thread converts them
-    to RGB batch by batch on its own stream, in frame order, waiting for each conversion, so
-    frames are complete when yielded, on any stream. Where the frame count comes from the header
-    rather than the scan (one session), the last stretch reads on to the real end.
-    Frames a stretch could not deliver, and a file shorter than its header says, are recorded
-    in `failures` with their numbers.
+    decoder sessions in a child process (`decode_process.DecodeProcess`, started with the
+    source so its seconds of start-up overlap the caller's) decode the next stretches at once
+    into a ring of NV12 batches shared on the device. The reader thread converts them to RGB
+    batch by batch on its own stream, in frame order, waiting for each conversion, so frames
+    are complete when yielded, on any stream. Where the frame count comes from the header
+    rather than the scan (one session), the last stretch reads on to the real end. Frames a
+    stretch could not deliver, and a file shorter than its header says, are recorded in
+    `failures` with their numbers.
     """
 
     def __init__(self, path: Path, device: torch.device | str, queue_size: int):
@@ -107,103 +142,74 @@ class NvdecVideoSource(Source):
             raise AlphaPoseTrtError(f"{path}: --decoder nvdec needs a CUDA device "
                                     f"({self.device} asked, CUDA {'' if torch.cuda.is_available() else 'not '}available)")
         self._path = path
-        self._nvc = require("PyNvVideoCodec", "nvdec", "--decoder nvdec")
+        scan = NVDEC_SESSIONS > 1  # key frames (and an exact count) from one pass over the packets
+        decoder = _open_decoder(path, self.device, None, scan)  # fails here, naming the file
         # high priority: the few conversion kernels go ahead of queued pipeline work
         self._stream = torch.cuda.Stream(self.device, priority=-1)
-        scan = NVDEC_SESSIONS > 1  # key frames (and an exact count) from one pass over the packets
-        decoder = self._open(scan)  # fails here, naming the file, for what NVDEC cannot read
         meta = decoder.get_stream_metadata()
         self.fps = float(meta.average_fps) if meta.average_fps and meta.average_fps > 0 else None
         self.size = (int(meta.width), int(meta.height))
         self._count = int(meta.num_frames) if meta.num_frames and meta.num_frames > 0 else None
         keys: list[int] = []
-        self._exact = False  # a header's count may be off (MPEG-4): the last stretch then reads on
+        exact = False  # a header's count may be off (MPEG-4): the last stretch then reads on
         if scan:
             scanned = decoder.get_scanned_stream_metadata()
-            self._exact = scanned.num_frames > 0
+            exact = scanned.num_frames > 0
             self._count = int(scanned.num_frames) or self._count
             keys = list(scanned.key_frame_indices)
-        self.stretches = plan_stretches(self._count, keys, NVDEC_SESSIONS) if self._count else [(0, 0)]
+        planned = plan_stretches(self._count, keys, NVDEC_SESSIONS) if self._count else [(0, 0)]
+        self.stretches = [Stretch(start, end, read_on=i == len(planned) - 1 and not exact)
+                          for i, (start, end) in enumerate(planned)]
+        self._process: DecodeProcess | None = self._start()
 
     @property
     def length(self) -> int | None:
         return self._count
 
-    def _open(self, scan: bool = False, stream: torch.cuda.Stream | None = None):
-        nvc = self._nvc
-        try:
-            return nvc.SimpleDecoder(
-                str(self._path), gpu_id=self.device.index or 0, use_device_memory=True,
-                cuda_stream=stream.cuda_stream if stream is not None else 0,
-                need_scanned_stream_metadata=scan, output_color_type=nvc.OutputColorType.NATIVE)
-        except Exception as exc:  # the library raises its own types, or RuntimeError
-            raise AlphaPoseTrtError(f"{self.name}: NVDEC cannot open this video ({one_line(exc)})") from None
+    def _start(self) -> DecodeProcess:
+        width, height = self.size
+        return DecodeProcess(self.name, NvdecSession, str(self._path), self.stretches, NVDEC_SESSIONS,
+                             (height * 3 // 2, width), DECODE_BATCH, self.device)
+
+    def warm_up(self) -> None:
+        """Wait for the decoding process to open its sessions, and build the conversion, so that
+        a timed pass measures the steady reading rate (start-up: seconds, once per source)."""
+        if self._process is None:
+            self._process = self._start()
+        self._process.wait_ready()
+        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+            _nv12_to_rgb_fused(self._process.ring[0, 0])
+        self._stream.synchronize()
+
+    def close(self) -> None:
+        super().close()
+        if self._process is not None:
+            self._process.close()
+            self._process = None
 
     def _produce(self, stop: threading.Event, pool: Executor) -> Iterator[_PendingFrame]:
-        count = min(NVDEC_SESSIONS, len(self.stretches))
-        streams = [torch.cuda.Stream(self.device, priority=-1) for _ in range(count)]
-        sessions = [(self._open(stream=s), s) for s in streams]
-        workers = [ThreadPoolExecutor(1, thread_name_prefix=f"nvdec{k}") for k in range(count)]
-        planned = iter(enumerate(self.stretches))
-        pending: deque = deque()
-
-        def submit() -> None:
-            for j, (start, end) in planned:
-                k = j % count
-                read_on = j == len(self.stretches) - 1 and not self._exact
-                pending.append((start, workers[k].submit(self._decode, sessions[k], start, end, read_on)))
-                return
-
+        process, self._process = self._process or self._start(), None  # this pass's; the next starts its own
+        frame_number = 0
         try:
-            for _ in range(count + 1):
-                submit()
-            frame_number = 0
-            while pending and not stop.is_set():
-                start, batches = pending.popleft()
-                batches = batches.result()
-                submit()
-                if frame_number < start:
-                    self._record_failure(f"{self.name} frames {frame_number}-{start - 1}", "NVDEC delivered none of them")
-                    frame_number = start
-                for nv12 in batches:
+            process.wait_ready(stop)
+            for j, stretch in enumerate(process.stretches):
+                if frame_number < stretch.start:
+                    self._record_failure(f"{self.name} frames {frame_number}-{stretch.start - 1}",
+                                         "NVDEC delivered none of them")
+                    frame_number = stretch.start
+                for slot, nv12 in process.batches(j, stop):
                     with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
                         rgb = _nv12_to_rgb_fused(nv12)
-                    self._stream.synchronize()
+                    self._stream.synchronize()  # converted: the slot can be decoded into again
+                    process.release(j, slot)
                     for image in rgb:
                         yield _PendingFrame(frame_number, self._path, _done(image))
                         frame_number += 1
         finally:
-            for worker in workers:
-                worker.shutdown(wait=True, cancel_futures=True)
+            process.close()
         if self._count is not None and frame_number < self._count and not stop.is_set():
             self._record_failure(self.name, f"decoding ended at frame {frame_number} of the {self._count} "
                                             "the file reports")
-
-    def _decode(self, session, start: int, end: int, read_on: bool) -> list[Tensor]:
-        """Frames start..end (read_on: on to the real end) as NV12 copies, in batches."""
-        decoder, stream = session
-        batches, position = [], start
-        with torch.cuda.device(self.device), torch.cuda.stream(stream):
-            try:
-                if start:
-                    decoder.seek_to_index(start)
-                while position < end or read_on:
-                    # up to the planned end exactly (asking past the last frame makes the decoder warn)
-                    decoded = decoder.get_batch_frames(min(DECODE_BATCH, end - position) if position < end else DECODE_BATCH)
-                    if not decoded:
-                        break
-                    formats = {str(f.format) for f in decoded}
-                    if formats != {"Pixel_Format.NV12"}:
-                        raise AlphaPoseTrtError(f"{self.name}: NVDEC gave {', '.join(sorted(formats))} frames; "
-                                                "only 8-bit 4:2:0 video (NV12) is supported, use --decoder opencv")
-                    batches.append(torch.stack([torch.from_dlpack(f) for f in decoded]))
-                    stream.synchronize()  # copied before the decoder reuses its buffers
-                    position += len(decoded)
-            except AlphaPoseTrtError:
-                raise
-            except Exception as exc:
-                raise AlphaPoseTrtError(f"{self.name}: NVDEC failed at frame {position} ({one_line(exc)})") from None
-        return batches
 
 
 def _done(image: Tensor) -> Future:

@@ -253,6 +253,10 @@ class Source:
         """Number of frames when known (images; a video's reported, possibly approximate count)."""
         return None
 
+    def warm_up(self) -> None:
+        """Finish any one-off start-up work now (NVDEC: its decoding process), so that the first
+        pass starts reading at once; most sources have none."""
+
     def __len__(self) -> int:
         if self.length is None:
             raise TypeError(f"{self.name}: the number of frames is unknown (live input)")

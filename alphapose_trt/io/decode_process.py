@@ -1,0 +1,278 @@
+"""Video decoding in a child process that writes frames into tensors it shares with us.
+
+Why: PyNvVideoCodec's decoder calls hold our interpreter's GIL for part of their work. In the
+pipeline's process, three decoder sessions reached ~470 frames/s together and slowed the
+pipeline from ~1,000 to 430-550 frames/s in memory; in a process of their own they decoded
+1,250-1,740 frames/s on the same H100 while the pipeline kept 989-996 (benchmarks/README.md,
+sessions 5 and 6). Here the sessions run in one child process, each on a thread, and copy their
+batches of frames into a ring of slots that the parent allocated and shares with the child
+(CUDA IPC for device tensors, shared memory for host ones), so frames never leave the device.
+Only slot numbers cross the process boundary: the child says which slot holds a batch, the
+parent gives the slot back once it has read it.
+
+Each session has its own slots and decodes its stretches of the file in order, so the parent,
+which reads stretches in file order, always waits on a session that can make progress (no
+deadlock), while the other sessions decode ahead into their free slots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import types
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Iterator, Protocol, Sequence
+
+import torch
+import torch.multiprocessing as mp
+from torch import Tensor
+
+from alphapose_trt.errors import AlphaPoseTrtError, one_line
+
+logger = logging.getLogger(__name__)
+
+SLOTS_PER_SESSION = 4  # batches a session decodes ahead of the reader (4 x 8 1080p NV12 frames: 100 MB)
+_POLL_S = 0.1  # how often a waiting parent checks its stop flag and the child's health
+_START_TIMEOUT_S = 120.0  # a child that has not opened its decoders by then is reported stuck
+_JOIN_TIMEOUT_S = 10.0
+
+
+class BatchDecoder(Protocol):
+    """One decoder session in the child, opened once and asked for stretches in order."""
+
+    def batches(self, start: int, end: int, read_on: bool) -> Iterator[Sequence[Tensor]]:
+        """Frames start..end (read_on: on past `end` to the real end of the file) as batches of
+        at most `ring`'s batch size frames, each frame shaped like a ring frame. A batch may be
+        views of the decoder's own buffers: it is copied before the next one is asked for."""
+
+
+class DecoderFactory(Protocol):
+    def __call__(self, path: str, device: torch.device, stream: torch.cuda.Stream | None) -> BatchDecoder: ...
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """Frames [start, end) of the file; read_on: the last stretch of a file whose frame count
+    came from its header (possibly low), read on to the real end."""
+
+    start: int
+    end: int
+    read_on: bool = False
+
+
+class DecodeProcess:
+    """A child process decoding `stretches` of `path` with `sessions` decoders from `factory`
+    (a picklable callable, imported by name in the child) into a shared ring.
+
+    Started at construction, so its start-up (interpreter, torch, device, decoders: seconds)
+    overlaps whatever the parent does next; `wait_ready` blocks until it is done. `batches(j)`
+    yields stretch j's batches in order as tensor views into the ring, each valid until
+    `release`d. One-line `AlphaPoseTrtError`s name `name` for what the child reports or a child
+    that dies.
+    """
+
+    def __init__(self, name: str, factory: DecoderFactory, path: str, stretches: Sequence[Stretch],
+                 sessions: int, frame_shape: tuple[int, ...], batch: int, device: torch.device):
+        self.name = name
+        self.stretches = list(stretches)
+        self.sessions = max(1, min(sessions, len(self.stretches)))
+        # parent-owned, so the frames stay valid whatever happens to the child
+        self.ring = torch.empty((self.sessions, SLOTS_PER_SESSION, batch, *frame_shape), dtype=torch.uint8, device=device)
+        if device.type == "cpu":
+            self.ring.share_memory_()
+        ctx = mp.get_context("spawn")  # CUDA cannot be used in a forked child
+        self._inbox, child_out = ctx.Pipe(duplex=False)
+        pairs = [ctx.Pipe(duplex=False) for _ in range(self.sessions)]
+        self._free = [send for _, send in pairs]
+        self._pending: list[list[tuple]] = [[] for _ in range(self.sessions)]
+        self._ready: set[int] = set()
+        self._process = ctx.Process(
+            target=_serve, name=f"decode:{name}", daemon=True,
+            args=(factory, path, self.ring, self.stretches, child_out, [recv for recv, _ in pairs]))
+        _start_without_main(self._process)
+        child_out.close()  # the child holds the only write end: its exit shows up as EOF here
+        for recv, _ in pairs:
+            recv.close()
+
+    def wait_ready(self, stop: threading.Event | None = None) -> None:
+        """Block until every session has opened its decoder (or raise what the child reports)."""
+        waited = 0.0
+        while len(self._ready) < self.sessions:
+            if stop is not None and stop.is_set():
+                return
+            message = self._receive()
+            if message is None:
+                waited += _POLL_S
+                if waited > _START_TIMEOUT_S:
+                    raise AlphaPoseTrtError(f"{self.name}: the decoding process did not start within "
+                                            f"{_START_TIMEOUT_S:.0f} s")
+                continue
+            self._file(message)
+
+    def batches(self, j: int, stop: threading.Event) -> Iterator[tuple[int, Tensor]]:
+        """Stretch j's batches in order as (slot, frames), frames a view into the ring; ends at
+        the stretch's end, or early when `stop` is set."""
+        session = j % self.sessions
+        while not stop.is_set():
+            message = self._next(session, stop)
+            if message is None:
+                return
+            kind = message[0]
+            if kind == "batch":
+                _, _, slot, count = message
+                yield slot, self.ring[session, slot, :count]
+            elif kind == "end":
+                return
+            else:  # "error"
+                raise AlphaPoseTrtError(f"{self.name}: {message[2]}")
+
+    def release(self, j: int, slot: int) -> None:
+        """Give stretch j's slot back to its session once everything reading it has finished."""
+        try:
+            self._free[j % self.sessions].send(slot)
+        except (BrokenPipeError, OSError):
+            pass  # the child is gone; the next wait reports it
+
+    def close(self) -> None:
+        """Stop the sessions, wait (bounded) for the child, and kill it if it does not end."""
+        for free in self._free:
+            try:
+                free.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            free.close()
+        self._process.join(_JOIN_TIMEOUT_S)
+        if self._process.is_alive():
+            logger.warning("%s: the decoding process did not stop within %.0f s; killing it", self.name, _JOIN_TIMEOUT_S)
+            self._process.kill()
+            self._process.join()
+        self._inbox.close()
+
+    def _next(self, session: int, stop: threading.Event) -> tuple | None:
+        while not self._pending[session]:
+            if stop.is_set():
+                return None
+            message = self._receive()
+            if message is not None:
+                self._file(message)
+        return self._pending[session].pop(0)
+
+    def _file(self, message: tuple) -> None:
+        if message[0] == "ready":
+            self._ready.add(message[1])
+        elif message[0] == "error" and message[1] not in self._ready:
+            raise AlphaPoseTrtError(f"{self.name}: {message[2]}")  # a session failed to start
+        else:
+            self._pending[message[1]].append(message)
+
+    def _receive(self) -> tuple | None:
+        """The child's next message, or None after _POLL_S without one; raises if the child died."""
+        try:
+            if self._inbox.poll(_POLL_S):
+                return self._inbox.recv()
+        except (EOFError, OSError):
+            pass
+        else:
+            if self._process.is_alive():
+                return None
+        self._process.join(_JOIN_TIMEOUT_S)
+        raise AlphaPoseTrtError(f"{self.name}: the decoding process stopped unexpectedly "
+                                f"(exit code {self._process.exitcode})")
+
+
+def _start_without_main(process: mp.Process) -> None:
+    """Start a spawned process without re-running the caller's main script in it.
+
+    Why: spawn imports the parent's `__main__` in the child so that functions defined there can
+    be unpickled. Nothing the child runs comes from there (its target and the decoder factory live
+    in importable modules), and re-running it cost seconds of imports per source (a benchmark
+    script's) and, for a script without an `if __name__ == "__main__"` guard, restarted the
+    script's own work in the child. With no main module to name, spawn skips that step."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        process.start()
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _serve(factory: DecoderFactory, path: str, ring: Tensor, stretches: list[Stretch], outbox: Connection,
+           free: list[Connection]) -> None:
+    """The child: one thread per session, each decoding stretches k, k + sessions, ... into its
+    slots of the ring, then telling the parent which slot holds which batch."""
+    lock = threading.Lock()
+
+    def send(*message: object) -> None:
+        with lock:
+            outbox.send(message)
+
+    threads = [threading.Thread(target=_session, args=(k, factory, path, ring, stretches, send, free[k]), daemon=True)
+               for k in range(len(free))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+class _Stop(BaseException):
+    """The parent asked the session to stop, or went away (not an `Exception`, so the decoding
+    errors reported to the parent never include it)."""
+
+
+def _session(k: int, factory: DecoderFactory, path: str, ring: Tensor, stretches: list[Stretch], send,
+             free: Connection) -> None:
+    stream = None
+    if ring.is_cuda:
+        torch.cuda.set_device(ring.device)  # per thread
+        stream = torch.cuda.Stream(ring.device)
+    slots = list(range(ring.shape[1]))  # free slots: all at first, then the ones the parent gives back
+
+    def take_slot() -> int:
+        if not slots:
+            try:
+                slots.append(free.recv())
+            except (EOFError, OSError):
+                raise _Stop from None
+            if slots[-1] is None:
+                raise _Stop
+        return slots.pop(0)
+
+    try:
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            try:
+                decoder = factory(path, ring.device, stream)
+            except Exception as exc:
+                send("error", k, one_line(exc) if isinstance(exc, AlphaPoseTrtError)
+                     else f"cannot open the decoder ({one_line(exc)})")
+                return
+            send("ready", k)
+            for j in range(k, len(stretches), ring.shape[0]):
+                stretch = stretches[j]
+                position = stretch.start
+                try:
+                    for batch in decoder.batches(stretch.start, stretch.end, stretch.read_on):
+                        slot = take_slot()
+                        frames = ring[k, slot]
+                        if len(batch) > len(frames) or any(f.shape != frames.shape[1:] for f in batch):
+                            raise AlphaPoseTrtError(f"frame {position}: the decoder gave {len(batch)} frames of "
+                                                    f"{tuple(batch[0].shape)}, expected at most {len(frames)} of "
+                                                    f"{tuple(frames.shape[1:])}")
+                        torch.stack(list(batch), out=frames[:len(batch)])
+                        if stream is not None:
+                            stream.synchronize()  # in the ring before the decoder reuses its buffers
+                        send("batch", k, slot, len(batch))
+                        position += len(batch)
+                except AlphaPoseTrtError as exc:
+                    send("error", k, one_line(exc))
+                    return
+                except Exception as exc:  # the decoder library raises its own types
+                    send("error", k, f"decoding failed at frame {position} ({one_line(exc)})")
+                    return
+                send("end", k, position)
+            while True:  # keep the pipe open until the parent says stop
+                take_slot()
+    except (_Stop, OSError):  # OSError: a pipe to a parent that went away
+        return
