@@ -3,7 +3,7 @@
 #   bash benchmarks/h100.sh tests|models|pipeline|profile|aot|autotune|nvdec OUTDIR
 # Synthetic weights (speed does not depend on the values); caches under .cache/ so a warm
 # machine reuses weights and Inductor builds between stages. DECODERS=opencv,nvdec adds NVDEC
-# video runs to the pipeline stage (PyNvVideoCodec on PYTHONPATH).
+# video runs to the pipeline stage (PyNvVideoCodec on PYTHONPATH); BACKENDS=compiled runs only that one.
 set -uo pipefail
 stage=$1; out=${2:-out/h100}; mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -56,7 +56,7 @@ case $stage in
       --compile-mode "${COMPILE_MODE:-reduce-overhead}" --outdir "$out/detector" 2>&1 | tail -25 ;;
   pipeline)
     make_clip
-    $cli bench --model pipeline --backend eager,compiled --precision fp16 --batch 8 --frames ${FRAMES:-256} \
+    $cli bench --model pipeline --backend ${BACKENDS:-eager,compiled} --precision fp16 --batch 8 --frames ${FRAMES:-256} \
       --max-persons 8 --compile-mode "${COMPILE_MODE:-reduce-overhead}" --video "$out/clip1080.mp4" \
       --decoder "${DECODERS:-opencv}" --outdir "$out/pipeline" 2>&1 | grep -v -E "INVALID INDEX|^$" | tail -25 ;;
 esac

@@ -48,8 +48,8 @@ def test_stretches_from_several_sessions_come_back_in_file_order(tmp_path):
         assert 20 // BATCH > SLOTS_PER_SESSION - 1
         assert read_all(process) == [n % 256 for n in range(200)]
     finally:
-        process.close()
-    assert not process._process.is_alive()
+        process.close(wait=True)
+    assert not process._process.is_alive() and process.ring is None
 
 
 def test_a_short_file_ends_a_stretch_early_and_read_on_reaches_the_real_end(tmp_path):
@@ -103,7 +103,9 @@ def test_a_crashed_decoding_process_is_reported_not_waited_for(tmp_path):
 
 
 def test_closing_early_stops_the_process_quickly(tmp_path):
-    """A consumer that stops after one batch (sessions blocked on full rings) ends the child."""
+    """A consumer that stops after one batch (sessions blocked on full rings) ends the child;
+    closing returns at once (the child's exit is left to a background thread), and the child
+    ends on its own soon after."""
     process = start(tmp_path, [Stretch(s, s + 40) for s in range(0, 400, 40)], frames=400)
     process.wait_ready()
     stop = threading.Event()
@@ -112,4 +114,6 @@ def test_closing_early_stops_the_process_quickly(tmp_path):
     time.sleep(0.2)  # the other sessions fill their slots and wait
     begin = time.perf_counter()
     process.close()
+    assert time.perf_counter() - begin < 0.5
+    process._reaper.join(5)
     assert not process._process.is_alive() and time.perf_counter() - begin < 5

@@ -80,7 +80,7 @@ class DecodeProcess:
         self.stretches = list(stretches)
         self.sessions = max(1, min(sessions, len(self.stretches)))
         # parent-owned, so the frames stay valid whatever happens to the child
-        self.ring = torch.empty((self.sessions, SLOTS_PER_SESSION, batch, *frame_shape), dtype=torch.uint8, device=device)
+        self.ring: Tensor | None = torch.empty((self.sessions, SLOTS_PER_SESSION, batch, *frame_shape), dtype=torch.uint8, device=device)
         if device.type == "cpu":
             self.ring.share_memory_()
         ctx = mp.get_context("spawn")  # CUDA cannot be used in a forked child
@@ -89,6 +89,7 @@ class DecodeProcess:
         self._free = [send for _, send in pairs]
         self._pending: list[list[tuple]] = [[] for _ in range(self.sessions)]
         self._ready: set[int] = set()
+        self._reaper: threading.Thread | None = None  # ends the child once closed (close)
         self._process = ctx.Process(
             target=_serve, name=f"decode:{name}", daemon=True,
             args=(factory, path, self.ring, self.stretches, child_out, [recv for recv, _ in pairs]))
@@ -136,20 +137,37 @@ class DecodeProcess:
         except (BrokenPipeError, OSError):
             pass  # the child is gone; the next wait reports it
 
-    def close(self) -> None:
-        """Stop the sessions, wait (bounded) for the child, and kill it if it does not end."""
-        for free in self._free:
-            try:
-                free.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-            free.close()
+    def close(self, wait: bool = False) -> None:
+        """Tell the sessions to stop, and leave the child's end to a background thread, which
+        waits for it (bounded), kills it if it does not end, then frees the ring's device memory.
+
+        Why not wait here: the child's exit (decoders and CUDA context torn down) takes about a
+        second, which every pass paid at its end, inside the consumer's time: 256 frames that
+        arrived in 0.12-0.31 s took 1.1-1.2 s in all (H100; benchmarks/h100-2026-11-27-session7,
+        pace_probe.txt). wait: block until the child is gone and the ring freed (tests)."""
+        if self._reaper is None:
+            for free in self._free:
+                try:
+                    free.send(None)
+                except (BrokenPipeError, OSError):
+                    pass
+                free.close()
+            self._reaper = threading.Thread(target=self._reap, name=f"reap:{self.name}", daemon=True)
+            self._reaper.start()
+        if wait:
+            self._reaper.join()
+
+    def _reap(self) -> None:
         self._process.join(_JOIN_TIMEOUT_S)
         if self._process.is_alive():
             logger.warning("%s: the decoding process did not stop within %.0f s; killing it", self.name, _JOIN_TIMEOUT_S)
             self._process.kill()
             self._process.join()
         self._inbox.close()
+        cuda = self.ring.is_cuda
+        self.ring = None  # the child has let go of it: its device memory can go (CUDA IPC keeps it until then)
+        if cuda:
+            torch.cuda.ipc_collect()
 
     def _next(self, session: int, stop: threading.Event) -> tuple | None:
         while not self._pending[session]:
