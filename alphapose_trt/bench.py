@@ -694,6 +694,7 @@ def source_fps(path: Path, limit: int, decoder: str = "opencv", device: torch.de
     amortizes; OpenCV: nothing)."""
     from alphapose_trt.io.sources import open_source
 
+    _settle(decoder)
     with open_source(video=path, decoder=decoder, device=None if device is None else str(device)) as source:
         source.warm_up()
         count, start = 0, time.perf_counter()
@@ -702,6 +703,14 @@ def source_fps(path: Path, limit: int, decoder: str = "opencv", device: torch.de
         if decoder == "nvdec":
             torch.cuda.synchronize(device)
         return count / (time.perf_counter() - start)  # before closing: ending a decoding process is not reading
+
+
+def _settle(decoder: str) -> None:
+    """Before a timed NVDEC read: let decoding processes closed earlier end (decode_process.wait_closed)."""
+    if decoder == "nvdec":
+        from alphapose_trt.io.decode_process import wait_closed
+
+        wait_closed()
 
 
 def video_pipeline_fps(pipeline: Any, path: Path, limit: int, batch: int, decoder: str = "opencv") -> float:
@@ -713,6 +722,7 @@ def video_pipeline_fps(pipeline: Any, path: Path, limit: int, batch: int, decode
     from alphapose_trt.api import batched
     from alphapose_trt.io.sources import open_source
 
+    _settle(decoder)
     with open_source(video=path, decoder=decoder, device=str(pipeline.device)) as source:
         source.warm_up()
         count, start = 0, time.perf_counter()

@@ -16,6 +16,7 @@ import torch
 
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import EagerEngine
+from alphapose_trt.io import decode_process
 from alphapose_trt.pipeline import crop as crop_ops
 from alphapose_trt.pipeline import detect as detect_ops
 from alphapose_trt.pipeline import runner
@@ -291,4 +292,5 @@ def test_nvdec_sessions_on_stretches_give_the_frames_of_one_sequential_pass(nvde
             if frame.image_id == 40:
                 break
     assert source.failures == []
+    decode_process.wait_closed()  # closing leaves the child's end to a background thread
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("decode:")]

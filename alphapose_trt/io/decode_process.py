@@ -38,6 +38,7 @@ SLOTS_PER_SESSION = 4  # batches a session decodes ahead of the reader (4 x 8 10
 _POLL_S = 0.1  # how often a waiting parent checks its stop flag and the child's health
 _START_TIMEOUT_S = 120.0  # a child that has not opened its decoders by then is reported stuck
 _JOIN_TIMEOUT_S = 10.0
+_REAPER_PREFIX = "reap:"  # names the threads that end closed children (wait_closed)
 
 
 class BatchDecoder(Protocol):
@@ -152,7 +153,7 @@ class DecodeProcess:
                 except (BrokenPipeError, OSError):
                     pass
                 free.close()
-            self._reaper = threading.Thread(target=self._reap, name=f"reap:{self.name}", daemon=True)
+            self._reaper = threading.Thread(target=self._reap, name=_REAPER_PREFIX + self.name, daemon=True)
             self._reaper.start()
         if wait:
             self._reaper.join()
@@ -199,6 +200,17 @@ class DecodeProcess:
         self._process.join(_JOIN_TIMEOUT_S)
         raise AlphaPoseTrtError(f"{self.name}: the decoding process stopped unexpectedly "
                                 f"(exit code {self._process.exitcode})")
+
+
+def wait_closed() -> None:
+    """Block until every closed decoding process of this interpreter has ended and freed its ring.
+
+    Why: a child ends in the background after `close` (about a second of teardown on the GPU); a
+    benchmark waits for that before timing the next read, so one pass's teardown is not counted
+    in the next pass's time."""
+    for thread in threading.enumerate():
+        if thread.name.startswith(_REAPER_PREFIX):
+            thread.join()
 
 
 def _start_without_main(process: mp.Process) -> None:
