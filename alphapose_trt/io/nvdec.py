@@ -3,9 +3,12 @@
 Why: with OpenCV a 1080p frame (6 MB) is decoded on the host, then crosses the interpreter, a
 conversion pool, pinned memory and PCIe, and the reader shares the interpreter with the thread
 that feeds the GPU. NVDEC decodes beside the GPU's compute units, frames never leave the device,
-and the host makes one call per batch of frames, so the host's cores stay free. Measured on the
-lent H100 host it is not faster: ~470 frames/s decoded, ~320 fed to the compiled pipeline, against
-~530 through OpenCV (benchmarks/README.md, session 5), so OpenCV stays the default. It goes
+and the host makes one call per batch of frames, so the host's cores stay free. The decoder
+sessions run in a child process (`decode_process`): in ours, the decoder library holds the GIL
+for part of each call, and three sessions decoded ~470 frames/s and fed the compiled pipeline at
+~320; in the child they decode ~1,870 frames/s and feed it at 525-560 on the lent H100 host, as
+fast as OpenCV there (560-600), after a start-up of a few seconds per video (benchmarks/README.md,
+sessions 5-7). OpenCV stays the default. It goes
 through NVIDIA's PyNvVideoCodec (`pip install 'alphapose-trt[nvdec]'`), which brings its own
 demuxer (FFmpeg's) and needs the driver's NVDEC library (libnvcuvid).
 
