@@ -697,12 +697,13 @@ def source_fps(path: Path, limit: int, decoder: str = "opencv", device: torch.de
     _settle(decoder)
     with open_source(video=path, decoder=decoder, device=None if device is None else str(device)) as source:
         source.warm_up()
+        frames = iter(source)  # held past the clock: closing the pass (its reader, its decoders) is not reading
         count, start = 0, time.perf_counter()
-        for _ in zip(range(limit), source):
+        for _ in zip(range(limit), frames):
             count += 1
         if decoder == "nvdec":
             torch.cuda.synchronize(device)
-        return count / (time.perf_counter() - start)  # before closing: ending a decoding process is not reading
+        return count / (time.perf_counter() - start)
 
 
 def _settle(decoder: str) -> None:

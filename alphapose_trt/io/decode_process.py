@@ -3,8 +3,9 @@
 Why: PyNvVideoCodec's decoder calls hold our interpreter's GIL for part of their work. In the
 pipeline's process, three decoder sessions reached ~470 frames/s together and slowed the
 pipeline from ~1,000 to 430-550 frames/s in memory; in a process of their own they decoded
-1,250-1,740 frames/s on the same H100 while the pipeline kept 989-996 (benchmarks/README.md,
-sessions 5 and 6). Here the sessions run in one child process, each on a thread, and copy their
+1,250-1,910 frames/s on the same H100 while the pipeline kept 830-1,010 (benchmarks/README.md,
+sessions 5-7; beside the running pipeline they deliver ~540: the two processes' CUDA contexts
+take turns on the GPU, which still beats ~320 in-process). Here the sessions run in one child process, each on a thread, and copy their
 batches of frames into a ring of slots that the parent allocated and shares with the child
 (CUDA IPC for device tensors, shared memory for host ones), so frames never leave the device.
 Only slot numbers cross the process boundary: the child says which slot holds a batch, the
@@ -81,7 +82,8 @@ class DecodeProcess:
         self.stretches = list(stretches)
         self.sessions = max(1, min(sessions, len(self.stretches)))
         # parent-owned, so the frames stay valid whatever happens to the child
-        self.ring: Tensor | None = torch.empty((self.sessions, SLOTS_PER_SESSION, batch, *frame_shape), dtype=torch.uint8, device=device)
+        self.ring: Tensor | None = torch.empty((self.sessions, SLOTS_PER_SESSION, batch, *frame_shape),
+                                               dtype=torch.uint8, device=device)
         if device.type == "cpu":
             self.ring.share_memory_()
         ctx = mp.get_context("spawn")  # CUDA cannot be used in a forked child

@@ -243,8 +243,8 @@ class PosePipeline:
             return torch.zeros(0, k, 2, device=self.device), torch.zeros(0, k, device=self.device)
         rows = to_device(torch.cat([dets[:, :4], index[:, None].float()], dim=1), self.device)
         crops, crop_boxes = crop_ops.crop(
-            self._full_batch("crop", batch), rows[:, 4].long(), rows[:, :4], self.pose_hw, self.mean, self.pose.input_dtype, self.crop_scale,
-            self.fused_ops,
+            self._full_batch("crop", batch), rows[:, 4].long(), rows[:, :4], self.pose_hw, self.mean,
+            self.pose.input_dtype, self.crop_scale, self.fused_ops,
         )
         if self.config.flip:
             n = crops.shape[0]
