@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from alphapose_trt.errors import AlphaPoseTrtError
-from alphapose_trt.io.decode_process import SLOTS_PER_SESSION, DecodeProcess, Stretch
+from alphapose_trt.io.decode_process import SLOTS_PER_SESSION, DecodeProcess, Stretch, wait_closed
 from decode_fakes import FakeSession
 
 SHAPE, BATCH = (3, 4), 4
@@ -104,8 +104,8 @@ def test_a_crashed_decoding_process_is_reported_not_waited_for(tmp_path):
 
 def test_closing_early_stops_the_process_quickly(tmp_path):
     """A consumer that stops after one batch (sessions blocked on full rings) ends the child;
-    closing returns at once (the child's exit is left to a background thread), and the child
-    ends on its own soon after."""
+    closing returns at once (the child's exit is left to a background thread), and `wait_closed`
+    returns once the child has ended and its ring is freed."""
     process = start(tmp_path, [Stretch(s, s + 40) for s in range(0, 400, 40)], frames=400)
     process.wait_ready()
     stop = threading.Event()
@@ -115,5 +115,5 @@ def test_closing_early_stops_the_process_quickly(tmp_path):
     begin = time.perf_counter()
     process.close()
     assert time.perf_counter() - begin < 0.5
-    process._reaper.join(5)
-    assert not process._process.is_alive() and time.perf_counter() - begin < 5
+    wait_closed()
+    assert not process._process.is_alive() and process.ring is None and time.perf_counter() - begin < 5
