@@ -388,19 +388,12 @@ class VideoSource(Source):
                 pool: Executor) -> Iterator[_PendingFrame]:
         frame_number = consecutive = 0
         source_path = self._path or Path(self.name)
-        buffers = _BufferRing()
         while not stop.is_set():
             grabbed = capture.grab()
-            decoded = None
-            if grabbed:
-                buffer = buffers.take(stop)
-                ok, decoded = capture.retrieve(buffer)
-                if not ok:  # the buffer may come back unchanged: only the flag says the frame is bad
-                    buffers.give_back(buffer)
-                    decoded = None
+            decoded = capture.retrieve()[1] if grabbed else None
             if decoded is not None:
                 consecutive = 0
-                yield _PendingFrame(frame_number, self._path, pool.submit(buffers.convert, decoded, source_path))
+                yield _PendingFrame(frame_number, self._path, pool.submit(_to_rgb8, decoded, source_path))
             elif grabbed or (self._count is not None and frame_number < self._count):
                 why = ("the frame could not be decoded" if grabbed else
                        f"read failed before the reported end ({self._count} frames, may be approximate)")
@@ -412,41 +405,6 @@ class VideoSource(Source):
             else:
                 return
             frame_number += 1
-
-
-class _BufferRing:
-    """A few BGR frame buffers the video reader decodes into, each given back once converted.
-
-    Why: `retrieve` spends most of the reader thread's time per frame (FFmpeg's YUV -> BGR
-    conversion and copy: ~1.2-1.4 of ~1.5 ms at 1080p on the H100 host), and a fresh 6 MB array
-    per frame adds page faults on that one thread, which paces the whole source. A reused buffer
-    is already mapped; the RGB frame handed on is still a fresh array (its consumer keeps it)."""
-
-    SIZE = CONVERT_WORKERS + 2  # all workers busy, one converted meanwhile, one being decoded into
-
-    def __init__(self) -> None:
-        self._free: queue.Queue = queue.Queue()
-        for _ in range(self.SIZE):
-            self._free.put(None)  # OpenCV allocates it on the first retrieve
-
-    def take(self, stop: threading.Event) -> np.ndarray | None:
-        """A free buffer (None: let OpenCV allocate one); waits while all are being converted."""
-        while not stop.is_set():
-            try:
-                return self._free.get(timeout=_POLL_S)
-            except queue.Empty:
-                continue
-        return None
-
-    def give_back(self, buffer: np.ndarray | None) -> None:
-        self._free.put(buffer)
-
-    def convert(self, decoded: np.ndarray, path: Path) -> np.ndarray:
-        """`_to_rgb8` on the pool, then the buffer goes back for the next frame."""
-        try:
-            return _to_rgb8(decoded, path)
-        finally:
-            self.give_back(decoded)
 
 
 def _positive_or_none(value: float) -> float | None:
