@@ -3,7 +3,8 @@
 #   bash benchmarks/h100.sh tests|models|pipeline|profile|aot|autotune|nvdec OUTDIR
 # Synthetic weights (speed does not depend on the values); caches under .cache/ so a warm
 # machine reuses weights and Inductor builds between stages. DECODERS=opencv,nvdec adds NVDEC
-# video runs to the pipeline stage (PyNvVideoCodec on PYTHONPATH); BACKENDS=compiled runs only that one.
+# video runs to the pipeline stage (PyNvVideoCodec on PYTHONPATH); BACKENDS=compiled runs only that one;
+# CLIP_FRAMES (300) sets the clip's length and VIDEO_FRAMES (FRAMES) the frames each video run reads.
 set -uo pipefail
 stage=$1; out=${2:-out/h100}; mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -11,14 +12,14 @@ export ALPHAPOSE_TRT_HOME=$PWD/.cache/aptrt TORCHINDUCTOR_CACHE_DIR=$PWD/.cache/
 cli="python3 -m alphapose_trt.cli"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,temperature.gpu --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
-make_clip() {  # 300 frames of 1080p mp4v: the bench's first in-memory frame (same seed) panning 4 px a frame,
+make_clip() {  # CLIP_FRAMES (300) frames of 1080p mp4v: the bench's first in-memory frame (same seed) panning 4 px a frame,
   # so the detector sees the same kind of content as in memory, with a real video's frame-to-frame coherence
-  python3 - "$out/clip1080.mp4" <<'PY'
+  python3 - "$out/clip1080.mp4" "${CLIP_FRAMES:-300}" <<'PY'
 import sys, cv2, numpy as np
 from alphapose_trt.bench import make_frames
 w = cv2.VideoWriter(sys.argv[1], cv2.VideoWriter_fourcc(*"mp4v"), 30, (1920, 1080))
 base = cv2.cvtColor(make_frames(1, (1920, 1080), 0)[0], cv2.COLOR_RGB2BGR)
-for i in range(300):
+for i in range(int(sys.argv[2])):
     w.write(np.roll(base, 4 * i, axis=1))
 w.release()
 PY
@@ -58,5 +59,6 @@ case $stage in
     make_clip
     $cli bench --model pipeline --backend ${BACKENDS:-eager,compiled} --precision fp16 --batch 8 --frames ${FRAMES:-256} \
       --max-persons 8 --compile-mode "${COMPILE_MODE:-reduce-overhead}" --video "$out/clip1080.mp4" \
+      --video-frames ${VIDEO_FRAMES:-${FRAMES:-256}} \
       --decoder "${DECODERS:-opencv}" --outdir "$out/pipeline" 2>&1 | grep -v -E "INVALID INDEX|^$" | tail -25 ;;
 esac

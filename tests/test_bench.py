@@ -125,16 +125,21 @@ def test_detector_bench_with_user_weights(detector_weights, tmp_path):
     assert len(table_rows(markdown)) == 2
 
 
-def test_pipeline_bench_with_video(synthetic_dir, detector_weights, tmp_path):
+def test_pipeline_bench_with_video(synthetic_dir, detector_weights, tmp_path, monkeypatch):
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
-    for frame in bench.make_frames(3, (96, 64), seed=1):
+    for frame in bench.make_frames(5, (96, 64), seed=1):
         writer.write(frame)
     writer.release()
-    argv = ["--model", "pipeline", "--backend", "eager", "--batch", "2", "--frames", "3", "--frame-size", "96x64",
-            "--img-size", "64", "--pose-input", "64x48", "--max-persons", "2", "--conf", "0.0",
+    limits = []  # frames each decode-alone and video run was asked to read
+    for name, limit_at in (("decode_fps", 1), ("video_pipeline_fps", 2)):  # (path, limit, ...), (pipeline, path, limit, ...)
+        real = getattr(bench, name)
+        monkeypatch.setattr(bench, name, lambda *a, real=real, at=limit_at: limits.append(a[at]) or real(*a))
+    argv = ["--model", "pipeline", "--backend", "eager", "--batch", "2", "--frames", "3", "--video-frames", "5",
+            "--frame-size", "96x64", "--img-size", "64", "--pose-input", "64x48", "--max-persons", "2", "--conf", "0.0",
             "--weights", str(detector_weights), "--synthetic-dir", str(synthetic_dir), "--video", str(video), *TINY]
     report, markdown = run(argv, tmp_path)
+    assert limits == [5] * 4  # decoding alone at the start; before, during and after the eager row's video run
 
     reference, fast = report["rows"]
     assert (reference["backend"], fast["backend"], fast["batch"]) == ("reference", "eager", 2)
@@ -145,7 +150,7 @@ def test_pipeline_bench_with_video(synthetic_dir, detector_weights, tmp_path):
         assert row["median_fps"] == pytest.approx(row["frames"] / len(row["batch_ms"]) / (np.median(row["batch_ms"]) / 1e3))
     assert len(fast["batch_ms"]) == 2  # 3 frames in calls of 2 and 1
     info = report["pipeline_info"]
-    assert info["decode_fps"]["opencv"] > 0 and info["rss_end_mb"] > 0
+    assert info["decode_fps"]["opencv"] > 0 and info["rss_end_mb"] > 0 and info["video_frames"] == 5
     video = fast["video"]["opencv"]
     assert len(video["decode_fps_runs"]) == 2 and video["decode_fps"] == max(video["decode_fps_runs"]) > 0
     assert video["ratio"] == pytest.approx(video["pipeline_fps"] / video["decode_fps"])
