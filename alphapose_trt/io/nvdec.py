@@ -40,8 +40,8 @@ _CY, _CVR, _CVG, _CUG, _CUB = 1220542, 1673527, -852492, -409993, 2116026
 DECODE_BATCH = 8  # frames per decoder call
 # Decoders working at once on different stretches of one file. One decoder session gave 260-710
 # 1080p frames/s on the H100, which has 7 NVDEC engines; 2-4 sessions gave 600-1,240 together on
-# one machine (benchmarks/h100-2026-11-27-session5/nvdec_probe3.txt), and our source went from
-# ~250-320 to ~470 frames/s with 3 (nvdec_study_3_sessions.txt).
+# one machine (benchmarks/h100-2026-11-27-session5/nvdec_probe3.txt); 3 in the decoding process
+# fed our source ~1,870 frames/s (mp4v; benchmarks/h100-2026-11-27-session7, pipeline-nvdec-process-*).
 NVDEC_SESSIONS = 3
 # A stretch runs from a key frame to a later one, at least STRETCH_FRAMES long, so a session's
 # seek decodes nothing extra, and as long as the batches a session decodes ahead of its turn
