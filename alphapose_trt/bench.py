@@ -696,11 +696,7 @@ def source_fps(path: Path, limit: int, decoder: str = "opencv", device: torch.de
     of the file and NV12 -> RGB on the GPU), with nothing else running. The clock starts after
     `Source.warm_up` (NVDEC: its decoding process's seconds of start-up, which a long video
     amortizes; OpenCV: nothing)."""
-    from alphapose_trt.io.sources import open_source
-
-    _settle(decoder)
-    with open_source(video=path, decoder=decoder, device=None if device is None else str(device)) as source:
-        source.warm_up()
+    with _ready_source(path, decoder, None if device is None else str(device)) as source:
         frames = iter(source)  # held past the clock: closing the pass (its reader, its decoders) is not reading
         count, start = 0, time.perf_counter()
         for _ in zip(range(limit), frames):
@@ -710,12 +706,20 @@ def source_fps(path: Path, limit: int, decoder: str = "opencv", device: torch.de
         return count / (time.perf_counter() - start)
 
 
-def _settle(decoder: str) -> None:
-    """Before a timed NVDEC read: let decoding processes closed earlier end (decode_process.wait_closed)."""
+@contextlib.contextmanager
+def _ready_source(path: Path, decoder: str, device: str | None) -> Iterator[Any]:
+    """The video source as `infer` opens it, its one-off start-up done (`Source.warm_up`), so a
+    clock started inside measures reading. For NVDEC the decoding processes closed earlier have
+    ended first (`decode_process.wait_closed`): one pass's teardown is not timed in the next."""
+    from alphapose_trt.io.sources import open_source
+
     if decoder == "nvdec":
         from alphapose_trt.io.decode_process import wait_closed
 
         wait_closed()
+    with open_source(video=path, decoder=decoder, device=device) as source:
+        source.warm_up()
+        yield source
 
 
 def video_pipeline_fps(pipeline: Any, path: Path, limit: int, batch: int, decoder: str = "opencv") -> float:
@@ -725,11 +729,8 @@ def video_pipeline_fps(pipeline: Any, path: Path, limit: int, batch: int, decode
     from itertools import islice
 
     from alphapose_trt.api import batched
-    from alphapose_trt.io.sources import open_source
 
-    _settle(decoder)
-    with open_source(video=path, decoder=decoder, device=str(pipeline.device)) as source:
-        source.warm_up()
+    with _ready_source(path, decoder, str(pipeline.device)) as source:
         count, start = 0, time.perf_counter()
         chunks = batched((f.image for f in islice(source, limit)), batch)
         for _, results in pipeline.process_stream((None, chunk, None) for chunk in chunks):

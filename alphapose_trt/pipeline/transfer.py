@@ -79,8 +79,8 @@ class StackedFrames:
 class StagedFrames:
     """Frames being copied into pinned memory by worker threads; `send()` puts them on the GPU."""
 
-    def __init__(self, uploader: FrameUploader, buffer: Tensor, rows: int, sent: torch.cuda.Event, copies: list[Future]):
-        self._uploader, self._buffer, self._rows, self._sent, self._copies = uploader, buffer, rows, sent, copies
+    def __init__(self, uploader: FrameUploader, buffer: Tensor, sent: torch.cuda.Event, copies: list[Future]):
+        self._uploader, self._buffer, self._sent, self._copies = uploader, buffer, sent, copies
 
     def send(self) -> Tensor:
         """The (B, 3, H, W) uint8 batch on the device, once the host copies are done; the
@@ -90,7 +90,7 @@ class StagedFrames:
         uploader, stream = self._uploader, self._uploader.stream
         compute = torch.cuda.current_stream(uploader.device)
         with torch.cuda.stream(stream):
-            batch = self._buffer[: self._rows].to(uploader.device, non_blocking=True)
+            batch = self._buffer[: len(self._copies)].to(uploader.device, non_blocking=True)  # one copy per frame
             self._sent.record(stream)
         compute.wait_event(self._sent)
         batch.record_stream(compute)
@@ -104,8 +104,8 @@ class FrameUploader:
     On CUDA each frame is copied once, by a pool of threads (np.copyto releases the GIL and a
     1080p frame is 6 MB), into a reused pinned staging buffer; `stage` only starts those copies,
     so the caller can do other host work meanwhile. A batch with fewer frames (a stream's last)
-    uses the first rows of the same buffers, so the next stream does not pin new ones. The transfer then runs on a side stream,
-    overlapping the kernels of earlier batches. `record_stream` tells the caching allocator the
+    uses the first rows of the same buffers, so the next stream does not pin new ones. The
+    transfer then runs on a side stream, overlapping the kernels of earlier batches. `record_stream` tells the caching allocator the
     batch is read on the compute stream, so its memory is not reused before those reads are done.
     """
 
@@ -146,7 +146,7 @@ class FrameUploader:
             self._buffers += 1
         staging = buffer.numpy()
         copies = [self._copier.submit(np.copyto, staging[i], frame) for i, frame in enumerate(frames)]
-        return StagedFrames(self, buffer, len(frames), sent, copies)
+        return StagedFrames(self, buffer, sent, copies)
 
     def give_back(self, buffer: Tensor, sent: torch.cuda.Event) -> None:
         """Return a staging buffer whose transfer is queued (reused once `sent` has fired)."""
