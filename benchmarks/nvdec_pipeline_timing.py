@@ -26,7 +26,7 @@ spent = {"batches": 0.0, "convert": 0.0, "sync": 0.0}
 
 
 def instrument() -> None:
-    batches, convert, sync = decode_process.DecodeProcess.batches, nvdec._nv12_to_rgb_fused, torch.cuda.Stream.synchronize
+    batches, convert, sync = decode_process.DecodeProcess.batches, nvdec.nv12_to_rgb_fused, torch.cuda.Stream.synchronize
 
     def timed_batches(self, j, stop):
         it = batches(self, j, stop)
@@ -49,7 +49,7 @@ def instrument() -> None:
         return run
 
     decode_process.DecodeProcess.batches = timed_batches
-    nvdec._nv12_to_rgb_fused = timed("convert", convert)
+    nvdec.nv12_to_rgb_fused = timed("convert", convert)
     torch.cuda.Stream.synchronize = timed("sync", sync)
 
 

@@ -23,7 +23,7 @@ from alphapose_trt.bench import (BenchOptions, decode_fps, load_models, make_fra
                                  video_pipeline_fps)
 from alphapose_trt.cli import build_parser
 from alphapose_trt.engines.compiled import CompiledEngine
-from alphapose_trt.io import nvdec
+from alphapose_trt.io import nvdec, yuv
 from alphapose_trt.io.sources import open_source
 from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline
 from nvdec_cv2_check import CASES, raw_sessions_command  # benchmarks/, the script's folder
@@ -75,7 +75,7 @@ def main() -> None:
     pipe = PosePipeline(det, pose, "cuda", PipelineConfig(max_persons=8, det_batch=8, pose_batch=64))
     frames = make_frames(args.frames, (1920, 1080), 0)
     nv12 = torch.randint(0, 256, (8, 1620, 1920), dtype=torch.uint8, device="cuda")
-    for name, convert in (("eager", nvdec.nv12_to_rgb), ("compiled", nvdec._nv12_to_rgb_fused)):
+    for name, convert in (("eager", yuv.nv12_to_rgb), ("compiled", yuv.nv12_to_rgb_fused)):
         for _ in range(3):
             convert(nv12)
         torch.cuda.synchronize()

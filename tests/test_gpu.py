@@ -227,7 +227,7 @@ def test_nvdec_frames_match_opencv_frames_within_a_level(nvdec_clip):
     mean <= 1.5 levels, max <= 16 at colour edges (1080p clips: 1.1 and 5, nvdec_probe.txt; this
     clip: 1.14 and 11; NVDEC's own RGB conversion: ~5 and 36); the conversion on
     CUDA is bit-exact to the CPU one (which is bit-exact to cv2, test_nvdec.py)."""
-    from alphapose_trt.io.nvdec import _nv12_to_rgb_fused, nv12_to_rgb
+    from alphapose_trt.io.yuv import nv12_to_rgb, nv12_to_rgb_fused
     from alphapose_trt.io.sources import open_source
 
     with open_source(video=nvdec_clip, decoder="nvdec", device="cuda") as source:
@@ -243,7 +243,7 @@ def test_nvdec_frames_match_opencv_frames_within_a_level(nvdec_clip):
         assert diff.mean() <= 1.5 and diff.max() <= 16, (g.image_id, diff.mean(), diff.max())
     nv12 = torch.randint(0, 256, (2, 540, 640), dtype=torch.uint8)
     assert torch.equal(nv12_to_rgb(nv12.cuda()).cpu(), nv12_to_rgb(nv12))
-    assert torch.equal(_nv12_to_rgb_fused(nv12.cuda()).cpu(), nv12_to_rgb(nv12))  # the compiled one the source uses
+    assert torch.equal(nv12_to_rgb_fused(nv12.cuda()).cpu(), nv12_to_rgb(nv12))  # the compiled one the source uses
 
 
 def test_pipeline_on_nvdec_frames_equals_the_same_frames_from_the_host(gpu_detector, pose_model, nvdec_clip):

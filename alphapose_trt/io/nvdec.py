@@ -31,12 +31,8 @@ from torch import Tensor
 from alphapose_trt.errors import AlphaPoseTrtError, one_line, require
 from alphapose_trt.io.decode_process import DecodeProcess, Stretch
 from alphapose_trt.io.sources import Source, _PendingFrame
-from alphapose_trt.pipeline.fusion import fused
+from alphapose_trt.io.yuv import nv12_to_rgb_fused
 
-# OpenCV's fixed-point ITU-R BT.601 coefficients for limited-range YUV -> RGB (imgproc
-# color_yuv): value = (max(Y - 16, 0) * CY + C(U, V) + 2^19) >> 20, clamped to 0..255.
-_SHIFT = 20
-_CY, _CVR, _CVG, _CUG, _CUB = 1220542, 1673527, -852492, -409993, 2116026
 DECODE_BATCH = 8  # frames per decoder call
 # Decoders working at once on different stretches of one file. One decoder session gave 260-710
 # 1080p frames/s on the H100, which has 7 NVDEC engines; 2-4 sessions gave 600-1,240 together on
@@ -47,29 +43,6 @@ NVDEC_SESSIONS = 3
 # seek decodes nothing extra, and as long as the batches a session decodes ahead of its turn
 # (decode_process.SLOTS_PER_SESSION x DECODE_BATCH), so sessions overlap.
 STRETCH_FRAMES = 32
-
-
-def nv12_to_rgb(nv12: Tensor) -> Tensor:
-    """(..., H * 3 / 2, W) uint8 NV12 -> (..., H, W, 3) uint8 RGB, bit-exact to cv2.cvtColor(
-    COLOR_YUV2RGB_NV12) (nearest chroma upsampling, integer arithmetic), on any device.
-
-    Pixels are taken in 2x2 blocks, (..., H/2, 2, W/2, 2), so each block's one chroma sample
-    broadcasts instead of being upsampled into a full-size copy."""
-    rows, width = nv12.shape[-2:]
-    if rows % 3 or width % 2:
-        raise ValueError(f"not an NV12 image: {rows} x {width} (need rows = 3/2 x an even height, and an even width)")
-    height, lead = rows * 2 // 3, nv12.shape[:-2]
-    luma = (nv12[..., :height, :].int() - 16).clamp_(min=0).mul_(_CY).view(*lead, height // 2, 2, width // 2, 2)
-    chroma = nv12[..., height:, :].int().view(*lead, height // 2, 1, width // 2, 2) - 128  # [U, V] per block
-    u, v = chroma[..., :1], chroma[..., 1:]
-    half = 1 << (_SHIFT - 1)
-    planes = [((luma + c) >> _SHIFT).clamp_(0, 255) for c in (_CVR * v + half, _CVG * v + _CUG * u + half, _CUB * u + half)]
-    return torch.stack(planes, dim=-1).to(torch.uint8).view(*lead, height, width, 3)
-
-
-# Compiled for the source (eager, a batch of 8 1080p frames took 2.05 ms of GPU time on the H100
-# beside the pipeline's ~8 ms), the frame count dynamic so a short last batch does not rebuild it.
-_nv12_to_rgb_fused = fused(nv12_to_rgb, row_args=(0,))
 
 
 def plan_stretches(count: int, key_frames: Sequence[int], sessions: int) -> list[tuple[int, int]]:
@@ -181,7 +154,7 @@ class NvdecVideoSource(Source):
             self._process = self._start()
         self._process.wait_ready()
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-            _nv12_to_rgb_fused(self._process.ring[0, 0])
+            nv12_to_rgb_fused(self._process.ring[0, 0])
         self._stream.synchronize()
 
     def close(self) -> None:
@@ -202,7 +175,7 @@ class NvdecVideoSource(Source):
                     frame_number = stretch.start
                 for slot, nv12 in process.batches(j, stop):
                     with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-                        rgb = _nv12_to_rgb_fused(nv12)
+                        rgb = nv12_to_rgb_fused(nv12)
                     self._stream.synchronize()  # converted: the slot can be decoded into again
                     process.release(j, slot)
                     for image in rgb:
