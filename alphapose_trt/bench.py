@@ -681,28 +681,39 @@ def _read_video(path: Path, limit: int, on_frame: Callable[[np.ndarray], None]) 
 
 def decode_fps(path: Path, limit: int, decoder: str = "opencv", device: torch.device | None = None) -> float:
     """Frames per second of decoding alone (the ceiling of any pipeline reading this file): a bare
-    cv2.VideoCapture.read loop, the file opened inside the timing, or NVDEC as the source runs it
-    on `device` (there is no bare equivalent of its decoding process), started before the timing."""
+    cv2.VideoCapture.read loop (BGR frames), a bare PyAV decode loop with FFmpeg's threads (YUV
+    frames, nothing copied or converted), each with the file opened inside the timing, or NVDEC
+    as the source runs it on `device` (there is no bare equivalent of its decoding process),
+    started before the timing."""
     if decoder == "nvdec":
         return source_fps(path, limit, decoder, device)
     start = time.perf_counter()
-    count = _read_video(path, limit, lambda frame: None)
+    if decoder == "pyav":
+        from alphapose_trt.io.pyav import open_container
+
+        with open_container(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            count = sum(1 for _ in zip(range(limit), container.decode(stream)))
+    else:
+        count = _read_video(path, limit, lambda frame: None)
     return count / (time.perf_counter() - start)
 
 
 def source_fps(path: Path, limit: int, decoder: str = "opencv", device: torch.device | None = None) -> float:
     """Frames per second of the project's video source alone (`open_source`, as `infer` reads: for
-    OpenCV a decoding thread and the RGB conversion pool, for NVDEC decoder sessions on stretches
-    of the file and NV12 -> RGB on the GPU), with nothing else running. The clock starts after
-    `Source.warm_up` (NVDEC: its decoding process's seconds of start-up, which a long video
-    amortizes; OpenCV: nothing)."""
+    OpenCV a decoding thread and the RGB conversion pool, for PyAV a decoding thread and I420 ->
+    RGB on the device, for NVDEC decoder sessions on stretches of the file and NV12 -> RGB on the
+    GPU), with nothing else running. The clock starts after `Source.warm_up` (NVDEC: its decoding
+    process's seconds of start-up, which a long video amortizes; PyAV: building the GPU
+    conversion; OpenCV: nothing)."""
     with _ready_source(path, decoder, None if device is None else str(device)) as source:
         frames = iter(source)  # held past the clock: closing the pass (its reader, its decoders) is not reading
         count, start = 0, time.perf_counter()
         for _ in zip(range(limit), frames):
             count += 1
-        if decoder == "nvdec":
-            torch.cuda.synchronize(device)
+        if torch.cuda.is_available() and (device is None or device.type == "cuda"):
+            torch.cuda.synchronize(device)  # frames made on the GPU are complete
         return count / (time.perf_counter() - start)
 
 
@@ -724,7 +735,7 @@ def _ready_source(path: Path, decoder: str, device: str | None) -> Iterator[Any]
 
 def video_pipeline_fps(pipeline: Any, path: Path, limit: int, batch: int, decoder: str = "opencv") -> float:
     """Frames per second of the whole `infer` data path from the file: the source (OpenCV: a
-    decoding thread, BGR->RGB on a small pool; NVDEC: frames on the GPU), batches of `batch`
+    decoding thread, BGR->RGB on a small pool; PyAV and NVDEC: frames on the GPU), batches of `batch`
     frames, `process_stream`; the clock starts after `Source.warm_up`, as in `source_fps`."""
     from itertools import islice
 

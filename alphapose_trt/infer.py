@@ -73,8 +73,9 @@ def add_infer_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--webcam", type=int, help="webcam index")
     src.add_argument("--stream", help="stream URL (rtsp://, http://, ...)")
     p.add_argument("--decoder", choices=DECODERS, default="opencv",
-                   help="video decoding: opencv (host, AlphaPose's) or nvdec (on the GPU, frames stay there; "
-                        "needs the nvdec extra)")
+                   help="video decoding: opencv (host, AlphaPose's), pyav (FFmpeg on the host, colours converted "
+                        "on the --device; needs the pyav extra) or nvdec (on the GPU, frames stay there; needs the "
+                        "nvdec extra)")
     add_pipeline_arguments(p)
     g = p.add_argument_group("outputs")
     g.add_argument("--outdir", type=Path, default=Path("out"), help="output folder (default: out)")

@@ -1,5 +1,5 @@
-"""The NVDEC source's CPU-checkable parts: its NV12 conversion against OpenCV's, its errors, and
-device (tensor) frames through the pipeline. Decoding itself needs the GPU: tests/test_gpu.py."""
+"""The NVDEC source's CPU-checkable parts: its stretches, its errors, and device (tensor) frames
+through the pipeline (its NV12 conversion: test_yuv.py). Decoding itself needs the GPU: tests/test_gpu.py."""
 
 from __future__ import annotations
 
@@ -12,38 +12,11 @@ import torch
 
 from alphapose_trt.engines.eager import EagerEngine
 from alphapose_trt.errors import AlphaPoseTrtError, MissingDependencyError
-from alphapose_trt.io import nvdec, yuv
+from alphapose_trt.io import nvdec
 from alphapose_trt.io.sources import open_source
 from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline, ReferencePipeline
 from alphapose_trt.pipeline.transfer import FrameUploader, host_image
 from conftest import assert_same_persons, make_frame
-
-
-@pytest.mark.parametrize("height, width", [(2, 2), (6, 10), (1080, 1920)])
-def test_nv12_to_rgb_is_bit_exact_to_opencv(height, width):
-    nv12 = np.random.default_rng(height).integers(0, 256, (height * 3 // 2, width), np.uint8)
-    want = cv2.cvtColor(nv12, cv2.COLOR_YUV2RGB_NV12)
-    got = yuv.nv12_to_rgb(torch.from_numpy(nv12))
-    assert got.dtype == torch.uint8 and got.shape == (height, width, 3)
-    np.testing.assert_array_equal(got.numpy(), want)
-
-
-def test_nv12_to_rgb_converts_a_batch_frame_by_frame_and_covers_the_full_range():
-    rng = np.random.default_rng(1)
-    batch = rng.integers(0, 256, (3, 12, 8), np.uint8)
-    batch[0, :8] = 0  # Y below 16 is clamped (black), extreme chroma saturates at 0 and 255
-    batch[1] = 255
-    got = yuv.nv12_to_rgb(torch.from_numpy(batch)).numpy()
-    for frame, out in zip(batch, got):
-        np.testing.assert_array_equal(out, cv2.cvtColor(frame, cv2.COLOR_YUV2RGB_NV12))
-    assert got.min() == 0 and got.max() == 255
-
-
-def test_nv12_to_rgb_rejects_other_shapes():
-    with pytest.raises(ValueError, match="not an NV12 image: 5 x 4"):
-        yuv.nv12_to_rgb(torch.zeros(5, 4, dtype=torch.uint8))
-    with pytest.raises(ValueError, match="even width"):
-        yuv.nv12_to_rgb(torch.zeros(6, 5, dtype=torch.uint8))
 
 
 @pytest.mark.parametrize("count, keys, sessions, want", [

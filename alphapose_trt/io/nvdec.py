@@ -21,7 +21,7 @@ average, up to 36 (benchmarks/h100-2026-11-27-session5/nvdec_probe.txt).
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -30,7 +30,7 @@ from torch import Tensor
 
 from alphapose_trt.errors import AlphaPoseTrtError, one_line, require
 from alphapose_trt.io.decode_process import DecodeProcess, Stretch
-from alphapose_trt.io.sources import Source, _PendingFrame
+from alphapose_trt.io.sources import Source, _done, _PendingFrame
 from alphapose_trt.io.yuv import nv12_to_rgb_fused
 
 DECODE_BATCH = 8  # frames per decoder call
@@ -187,8 +187,3 @@ class NvdecVideoSource(Source):
             self._record_failure(self.name, f"decoding ended at frame {frame_number} of the {self._count} "
                                             "the file reports")
 
-
-def _done(image: Tensor) -> Future:
-    future: Future = Future()
-    future.set_result(image)
-    return future

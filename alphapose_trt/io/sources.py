@@ -57,7 +57,8 @@ _JOIN_TIMEOUT_S = 10.0
 CONVERT_WORKERS = 3
 
 _FLAG_NAMES = ("--image", "--indir", "--list", "--video", "--webcam", "--stream")
-DECODERS = ("opencv", "nvdec")  # video decoding: on the host with OpenCV, or on the GPU (NVDEC)
+# video decoding: OpenCV on the host; FFmpeg through PyAV on the host, RGB made on the device; NVDEC on the GPU
+DECODERS = ("opencv", "pyav", "nvdec")
 
 
 @dataclass
@@ -154,6 +155,13 @@ class _PendingFrame:
                 return self.image.result(timeout=_POLL_S)
             except FutureTimeout:
                 continue
+
+
+def _done(image: np.ndarray | torch.Tensor) -> Future:
+    """A frame made on the reader thread itself (GPU decoders convert whole batches there)."""
+    future: Future = Future()
+    future.set_result(image)
+    return future
 
 
 _Produce = Callable[[threading.Event, Executor], Iterator[_PendingFrame]]
@@ -421,8 +429,9 @@ def open_source(image: str | os.PathLike | None = None, indir: str | os.PathLike
 
     queue_size: frames decoded ahead (memory is about queue_size frames).
     max_consecutive_failures: undecodable video frames in a row before a pass gives up.
-    decoder: "opencv" (host numpy frames), or "nvdec" for a video file decoded on the CUDA
-    `device`, whose frames stay there as tensors (`alphapose_trt.io.nvdec`).
+    decoder: "opencv" (host numpy frames); for a video file also "pyav" (FFmpeg through PyAV,
+    RGB made on `device`, default the CUDA one when present: `alphapose_trt.io.pyav`) or "nvdec"
+    (decoded on the CUDA `device`: `alphapose_trt.io.nvdec`); their frames on CUDA are tensors.
     """
     inputs = (image, indir, list_file, video, webcam, stream)
     given = [flag for flag, value in zip(_FLAG_NAMES, inputs) if value is not None]
@@ -434,8 +443,8 @@ def open_source(image: str | os.PathLike | None = None, indir: str | os.PathLike
                                 f"({max_consecutive_failures}) must be at least 1")
     if decoder not in DECODERS:
         raise AlphaPoseTrtError(f"--decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
-    if decoder == "nvdec" and video is None:
-        raise AlphaPoseTrtError(f"--decoder nvdec reads video files (--video), not {given[0]}")
+    if decoder != "opencv" and video is None:
+        raise AlphaPoseTrtError(f"--decoder {decoder} reads video files (--video), not {given[0]}")
     options = {"queue_size": queue_size}
     if image is not None:
         return _image_file_source(Path(image), **options)
@@ -450,6 +459,10 @@ def open_source(image: str | os.PathLike | None = None, indir: str | os.PathLike
 
             path = _existing_video(Path(video))
             return NvdecVideoSource(path, device or "cuda", queue_size)
+        if decoder == "pyav":
+            from alphapose_trt.io.pyav import PyAVVideoSource
+
+            return PyAVVideoSource(_existing_video(Path(video)), device, **options)
         return _video_file_source(Path(video), **options)
     if webcam is not None:
         if isinstance(webcam, bool) or not isinstance(webcam, int) or webcam < 0:

@@ -21,7 +21,7 @@ _CY, _CVR, _CVG, _CUG, _CUB = 1220542, 1673527, -852492, -409993, 2116026
 
 def _split_420(image: Tensor, layout: str) -> tuple[int, int, tuple[int, ...]]:
     rows, width = image.shape[-2:]
-    if rows % 3 or width % 2 or (rows * 2 // 3) % 2:
+    if rows % 3 or width % 2:  # rows = 3/2 x height: the height is even too
         raise ValueError(f"not an {layout} image: {rows} x {width} (need rows = 3/2 x an even height, and an even width)")
     return rows * 2 // 3, width, image.shape[:-2]
 
