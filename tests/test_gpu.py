@@ -207,19 +207,49 @@ def test_detector_stage_replayed_as_one_cuda_graph_matches_op_by_op(gpu_detector
 
 
 @pytest.fixture(scope="module")
-def nvdec_clip(tmp_path_factory):
+def video_clip(tmp_path_factory):
     """96 frames of 640x360 mp4v (OpenCV's writer puts a key frame every 12): a smooth bench frame
     panning 4 px a frame (as h100.sh's clip)."""
-    pytest.importorskip("PyNvVideoCodec")
     from alphapose_trt.bench import make_frames
 
-    path = tmp_path_factory.mktemp("nvdec") / "clip.mp4"
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 360))
     base = cv2.cvtColor(make_frames(1, (640, 360), 0)[0], cv2.COLOR_RGB2BGR)
     for i in range(NVDEC_CLIP_FRAMES):
         writer.write(np.roll(base, 4 * i, axis=1))
     writer.release()
     return path
+
+
+@pytest.fixture(scope="module")
+def nvdec_clip(video_clip):
+    pytest.importorskip("PyNvVideoCodec")
+    return video_clip
+
+
+def test_pyav_frames_on_cuda_are_the_host_conversions_bit_for_bit(video_clip, monkeypatch):
+    """The GPU conversion (compiled, batches of 5 here so the last one is short) gives exactly the
+    frames the CPU path makes with cv2; a warmed-up source reads the same."""
+    from alphapose_trt.io import pyav
+    from alphapose_trt.io.sources import open_source
+    from alphapose_trt.io.yuv import i420_to_rgb, i420_to_rgb_fused
+
+    monkeypatch.setattr(pyav, "DECODE_BATCH", 5)
+    with open_source(video=video_clip, decoder="pyav", device="cpu") as source:
+        want = list(source)
+    for warm in (False, True):
+        with open_source(video=video_clip, decoder="pyav", device="cuda") as source:
+            if warm:
+                source.warm_up()
+            got = list(source)
+            assert source.failures == []
+        assert [f.image_id for f in got] == list(range(NVDEC_CLIP_FRAMES))
+        for g, w in zip(got, want):
+            assert g.image.is_cuda and g.image.dtype == torch.uint8 and g.image.shape == (360, 640, 3)
+            assert np.array_equal(g.image.cpu().numpy(), w.image), g.image_id
+    i420 = torch.randint(0, 256, (3, 540, 640), dtype=torch.uint8)
+    assert torch.equal(i420_to_rgb(i420.cuda()).cpu(), i420_to_rgb(i420))
+    assert torch.equal(i420_to_rgb_fused(i420.cuda()).cpu(), i420_to_rgb(i420))
 
 
 def test_nvdec_frames_match_opencv_frames_within_a_level(nvdec_clip):
@@ -246,12 +276,15 @@ def test_nvdec_frames_match_opencv_frames_within_a_level(nvdec_clip):
     assert torch.equal(nv12_to_rgb_fused(nv12.cuda()).cpu(), nv12_to_rgb(nv12))  # the compiled one the source uses
 
 
-def test_pipeline_on_nvdec_frames_equals_the_same_frames_from_the_host(gpu_detector, pose_model, nvdec_clip):
+@pytest.mark.parametrize("decoder", ["pyav", "nvdec"])
+def test_pipeline_on_device_frames_equals_the_same_frames_from_the_host(gpu_detector, pose_model, video_clip, decoder):
     """Device frames skip the upload; the persons equal those of the same pixels sent from the host."""
     from alphapose_trt.io.sources import open_source
     from alphapose_trt.pipeline.transfer import host_image
 
-    with open_source(video=nvdec_clip, decoder="nvdec", device="cuda") as source:
+    if decoder == "nvdec":
+        pytest.importorskip("PyNvVideoCodec")
+    with open_source(video=video_clip, decoder=decoder, device="cuda") as source:
         frames = [f.image for f in source]
     det32 = EagerEngine(gpu_detector, "cuda", "fp32", channels_last=False)
     pose32 = EagerEngine(pose_model, "cuda", "fp32", channels_last=False)

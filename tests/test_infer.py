@@ -73,9 +73,10 @@ def test_folder_to_json_and_renders(image_dir, model_args, tmp_path, capsys):
         assert np.abs(rendered.astype(int) - cv2.imread(str(image_dir / name)).astype(int)).max() > 0
 
 
-def test_video_to_json_and_video(video, model_args, tmp_path, capsys):
+@pytest.mark.parametrize("decoder", ["opencv", "pyav"])
+def test_video_to_json_and_video(video, model_args, tmp_path, capsys, decoder):
     out = tmp_path / "out"
-    assert run(["--video", str(video), "--outdir", str(out), "--save-video", *model_args]) == 0
+    assert run(["--video", str(video), "--decoder", decoder, "--outdir", str(out), "--save-video", *model_args]) == 0
     records = load_results(out)
     assert sorted({r["image_id"] for r in records}) == [0, 1, 2, 3, 4]
     out_text = capsys.readouterr().out

@@ -174,8 +174,10 @@ def test_very_large_image_is_processed_with_a_warning(tmp_path, caplog):
     (lambda d: {"webcam": -1}, "camera index"),
     (lambda d: {"indir": d, "queue_size": 0}, "at least 1"),
     (lambda d: {"indir": d, "decoder": "nvdec"}, "--decoder nvdec reads video files"),
-    (lambda d: {"video": d / "missing.mp4", "decoder": "ffmpeg"}, "--decoder must be one of opencv, nvdec"),
+    (lambda d: {"webcam": 0, "decoder": "pyav"}, "--decoder pyav reads video files"),
+    (lambda d: {"video": d / "missing.mp4", "decoder": "ffmpeg"}, "--decoder must be one of opencv, pyav, nvdec"),
     (lambda d: {"video": d / "missing.mp4", "decoder": "nvdec"}, "missing.mp4: no such video file"),
+    (lambda d: {"video": d / "missing.mp4", "decoder": "pyav"}, "missing.mp4: no such video file"),
 ])
 def test_bad_inputs_raise_clear_errors(tmp_path, kwargs_of, needle):
     (tmp_path / "empty").mkdir()

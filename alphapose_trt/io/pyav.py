@@ -16,6 +16,8 @@ pool. `pip install 'alphapose-trt[pyav]'` brings PyAV, with its own FFmpeg.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import threading
 from concurrent.futures import Executor
 from pathlib import Path
@@ -120,34 +122,43 @@ class PyAVVideoSource(Source):
             container.close()
 
     def _decoded(self, container: Any, stream: Any, stop: threading.Event) -> Iterator[tuple[int, Any]]:
-        """(frame number, decoded frame) in order, failures recorded where they happen."""
+        """(frame number, decoded frame) in order, failures recorded where they happen.
+
+        A packet that fails to decode keeps its frame number (its position among the packets):
+        the decoder hands frames out some packets late (its threads, reordering), so frames
+        decoded after the failure may still come from packets before it. Exact for video without
+        reordered (B) frames; with them, the failure's number is its packet's position. A pass
+        that stops on errors still collects the frames inside the decoder."""
         from av.error import FFmpegError
 
-        number = consecutive = 0
-        packets = container.demux(stream)  # ends with an empty packet that flushes the decoder
-        while not stop.is_set():
-            try:
-                packet = next(packets)
-            except StopIteration:
+        packets = consecutive = 0
+        failed: set[int] = set()  # frame numbers (packet positions) that will never come out
+        numbers = (n for n in itertools.count() if n not in failed)  # zipped second: none taken in vain
+        flush = False  # an early end: the demuxer's final empty packet will not flush the decoder
+        for packet in _packets(container, stream, stop):
+            if isinstance(packet, FFmpegError):
+                self._record_failure(self.name, f"reading stopped after {packets} frames ({one_line(packet)})")
+                flush = True
                 break
-            except FFmpegError as exc:
-                self._record_failure(self.name, f"reading stopped at frame {number} ({one_line(exc)})")
-                return
+            position, packets = packets, packets + (packet.size > 0)
             try:
                 decoded = packet.decode()
             except FFmpegError as exc:
-                self._record_failure(f"{self.name} frame {number}", f"the frame could not be decoded ({one_line(exc)})")
-                number, consecutive = number + 1, consecutive + 1
+                failed.add(position)
+                self._record_failure(f"{self.name} frame {position}", f"the frame could not be decoded ({one_line(exc)})")
+                consecutive += 1
                 if consecutive >= self._max_failures:
                     self._record_failure(self.name, f"stopped after {consecutive} unreadable frames in a row")
-                    return
+                    flush = True
+                    break
                 continue
-            for frame in decoded:
-                consecutive = 0
-                yield number, frame
-                number += 1
-        if self._count is not None and number < self._count and not stop.is_set():
-            self._record_failure(self.name, f"decoding ended at frame {number} of the {self._count} the file reports")
+            consecutive = 0 if decoded else consecutive
+            yield from ((n, frame) for frame, n in zip(decoded, numbers))
+        if flush:
+            with contextlib.suppress(FFmpegError, EOFError):
+                yield from ((n, frame) for frame, n in zip(stream.codec_context.decode(None), numbers))
+        elif self._count is not None and packets < self._count and not stop.is_set():
+            self._record_failure(self.name, f"decoding ended at frame {packets} of the {self._count} the file reports")
 
     def _i420_frame(self, frame: Any) -> Any:
         """The frame as yuv420p of the stream's size (FFmpeg converts the rare one that is not)."""
@@ -183,3 +194,19 @@ class PyAVVideoSource(Source):
         self._stream.synchronize()  # converted, and the pinned buffer free for the next batch
         for number, image in zip(numbers, rgb):
             yield _PendingFrame(number, self._path, _done(image))
+
+
+def _packets(container: Any, stream: Any, stop: threading.Event) -> Iterator[Any]:
+    """The stream's packets (the last one empty: it flushes the decoder) until `stop`; a read
+    error ends them, as their last item."""
+    from av.error import FFmpegError
+
+    demuxed = container.demux(stream)
+    while not stop.is_set():
+        try:
+            yield next(demuxed)
+        except StopIteration:
+            return
+        except FFmpegError as exc:
+            yield exc
+            return
