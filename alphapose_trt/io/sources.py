@@ -67,7 +67,7 @@ class Frame:
 
     image_id: the file name relative to the input root (images) or the frame number in the
     video (an int that keeps counting over frames that failed to decode).
-    image: RGB uint8 (H, W, 3): a numpy array, or a CUDA tensor from `--decoder nvdec`.
+    image: RGB uint8 (H, W, 3): a numpy array, or a CUDA tensor from `--decoder pyav` or `nvdec`.
     path: the image or video file, None for webcams and streams.
     index: running position among the frames actually yielded (0, 1, 2, ... without gaps).
     """

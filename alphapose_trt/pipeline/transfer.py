@@ -61,8 +61,9 @@ class HostCopy:
 
 
 def host_image(image: np.ndarray | Tensor) -> np.ndarray:
-    """An (H, W, 3) frame as a host array. Frames decoded by NVDEC are device tensors; this copy
-    waits for the GPU, so only rendering and the reference path use it, never the fast path."""
+    """An (H, W, 3) frame as a host array. Frames from PyAV or NVDEC on CUDA are device tensors;
+    this copy waits for the GPU, so only rendering and the reference path use it, never the fast
+    path."""
     return image.cpu().numpy() if isinstance(image, Tensor) else image
 
 
@@ -122,7 +123,7 @@ class FrameUploader:
 
     def stage(self, frames: Sequence[np.ndarray | Tensor]) -> StagedFrames | StackedFrames:
         """Start copying the frames into pinned memory (on a CPU device: just stack them).
-        Tensor frames (decoded on the GPU by NVDEC) are stacked where they are, on the compute
+        Tensor frames (from PyAV or NVDEC on CUDA) are stacked where they are, on the compute
         stream; `record_stream` keeps their memory (allocated on the decoder's stream) until
         that stack has run."""
         if isinstance(frames[0], Tensor):
