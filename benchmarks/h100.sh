@@ -2,8 +2,8 @@
 # The exact commands behind benchmarks/README.md, run on the lent H100 from the repository root:
 #   bash benchmarks/h100.sh tests|models|pipeline|profile|aot|autotune|nvdec OUTDIR
 # Synthetic weights (speed does not depend on the values); caches under .cache/ so a warm
-# machine reuses weights and Inductor builds between stages. DECODERS=opencv,nvdec adds NVDEC
-# video runs to the pipeline stage (PyNvVideoCodec on PYTHONPATH); BACKENDS=compiled runs only that one;
+# machine reuses weights and Inductor builds between stages. DECODERS=opencv,pyav,nvdec adds PyAV
+# and NVDEC video runs to the pipeline stage (PyAV, PyNvVideoCodec on PYTHONPATH); BACKENDS=compiled runs only that one;
 # CLIP_FRAMES (300) sets the clip's length and VIDEO_FRAMES (FRAMES) the frames each video run reads.
 set -uo pipefail
 stage=$1; out=${2:-out/h100}; mkdir -p "$out"
