@@ -4,12 +4,11 @@ Why: OpenCV's reader returns BGR, converted from the decoder's YUV 4:2:0 by FFmp
 thread that also decodes: `retrieve()` took 1.2-1.4 ms of the 1.4-1.7 ms per 1080p frame on the
 H100 host, capping that source near 600-800 frames/s however fast the pipeline behind it is
 (benchmarks/README.md, session 7). PyAV hands out the decoded planes themselves: FFmpeg decodes on
-its own threads (frame threading) without the GIL, the reader thread only hands the frames on,
-and the planes (half an RGB frame's bytes) are converted elsewhere, bit-exact to cv2.cvtColor(
+its own threads (frame threading) without the GIL, the reader thread only copies the planes (half
+an RGB frame's bytes), and the conversion runs elsewhere, bit-exact to cv2.cvtColor(
 COLOR_YUV2RGB_I420), the BT.601 formula OpenCV's reader uses too:
 - on a CUDA device, on the GPU, one fused kernel per batch of frames (`yuv.i420_to_rgb`): frames
-  are then (H, W, 3) uint8 CUDA tensors, as from NVDEC, and only YUV crosses PCIe (the planes are
-  copied into pinned memory on the conversion pool);
+  are then (H, W, 3) uint8 CUDA tensors, as from NVDEC, and only YUV crosses PCIe;
 - otherwise with cv2 on the conversion pool (numpy frames, as from the OpenCV source).
 Video that is not 8-bit 4:2:0 (yuv420p) with even sides is converted to RGB by FFmpeg, on the
 pool. `pip install 'alphapose-trt[pyav]'` brings PyAV, with its own FFmpeg.
@@ -20,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -65,12 +64,12 @@ class PyAVVideoSource(Source):
     """A video file decoded by FFmpeg (PyAV) on the host, converted to RGB on `device` (default:
     the CUDA device when present).
 
-    On CUDA `Frame.image` is an (H, W, 3) uint8 RGB CUDA tensor: DECODE_BATCH frames' planes
-    are copied into pinned memory (on the pool), then the reader thread uploads and converts them
-    on its own stream, waiting for that before yielding them, so frames are complete on any
-    stream. On the CPU it is a numpy array. A packet that fails to decode is recorded as that
-    frame and skipped; after `max_consecutive_failures` in a row, or a read error, the pass
-    stops (recorded too), as does a file that ends before the frame count it reports.
+    On CUDA `Frame.image` is an (H, W, 3) uint8 RGB CUDA tensor: the reader thread copies
+    DECODE_BATCH frames' planes into pinned memory, uploads them and converts them on its own
+    stream, waiting for that before yielding them, so frames are complete on any stream. On
+    the CPU it is a numpy array. A packet that fails to decode is recorded as that frame and
+    skipped; after `max_consecutive_failures` in a row, or a read error, the pass stops
+    (recorded too), as does a file that ends before the frame count it reports.
     """
 
     def __init__(self, path: Path, device: torch.device | str | None, queue_size: int, max_consecutive_failures: int):
@@ -115,7 +114,7 @@ class PyAVVideoSource(Source):
             stream.thread_type = "AUTO"  # FFmpeg's frame (and slice) threads, outside the GIL
             frames = self._decoded(container, stream, stop)
             if self._stream is not None and self._i420:
-                yield from self._on_device(frames, pool)
+                yield from self._on_device(frames)
             else:
                 for number, frame in frames:
                     yield _PendingFrame(number, self._path, pool.submit(self._host_rgb, frame))
@@ -176,28 +175,20 @@ class PyAVVideoSource(Source):
         i420 = copy_i420(self._i420_frame(frame), np.empty((height * 3 // 2, width), np.uint8))
         return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
 
-    def _on_device(self, frames: Iterator[tuple[int, Any]], pool: Executor) -> Iterator[_PendingFrame]:
-        """Batches of frames converted on the GPU. The planes are copied into pinned memory on the
-        pool, so the reader thread only decodes: copying on it held the source to ~1,040-1,400
-        frames/s on the H100 host, against ~1,500-2,900 for decoding alone (session 8)."""
+    def _on_device(self, frames: Iterator[tuple[int, Any]]) -> Iterator[_PendingFrame]:
         width, height = self.size
         pinned = torch.empty((DECODE_BATCH, height * 3 // 2, width), dtype=torch.uint8, pin_memory=True)
-        staging, numbers, copies = pinned.numpy(), [], []
+        staging, numbers = pinned.numpy(), []
         for number, frame in frames:
-            copies.append(pool.submit(self._stage, frame, staging[len(numbers)]))
+            copy_i420(self._i420_frame(frame), staging[len(numbers)])
             numbers.append(number)
             if len(numbers) == DECODE_BATCH:
-                yield from self._converted(pinned, numbers, copies)
-                numbers, copies = [], []
+                yield from self._converted(pinned, numbers)
+                numbers = []
         if numbers:
-            yield from self._converted(pinned, numbers, copies)
+            yield from self._converted(pinned, numbers)
 
-    def _stage(self, frame: Any, out: np.ndarray) -> None:
-        copy_i420(self._i420_frame(frame), out)
-
-    def _converted(self, pinned: torch.Tensor, numbers: list[int], copies: list[Future]) -> Iterator[_PendingFrame]:
-        for copy in copies:
-            copy.result()
+    def _converted(self, pinned: torch.Tensor, numbers: list[int]) -> Iterator[_PendingFrame]:
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
             rgb = i420_to_rgb_fused(pinned[: len(numbers)].to(self.device, non_blocking=True))
         self._stream.synchronize()  # converted, and the pinned buffer free for the next batch
