@@ -176,6 +176,10 @@ class PyAVVideoSource(Source):
         return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
 
     def _on_device(self, frames: Iterator[tuple[int, Any]]) -> Iterator[_PendingFrame]:
+        """Batches of frames converted on the GPU, their planes copied by the reader thread. Why
+        not on the pool: the source alone then read faster (1,531-1,783 against 1,109-1,264
+        frames/s, H100 host), but the pipeline from the file slower (691-781 against 784-873), the
+        pool's threads competing with the pipeline's (benchmarks/h100-2026-11-27-session8)."""
         width, height = self.size
         pinned = torch.empty((DECODE_BATCH, height * 3 // 2, width), dtype=torch.uint8, pin_memory=True)
         staging, numbers = pinned.numpy(), []

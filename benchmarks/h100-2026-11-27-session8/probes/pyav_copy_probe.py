@@ -1,7 +1,9 @@
 """PyAV source on CUDA: plane copies on the reader thread (session 8, runs 1-2) or on the conversion
 pool (485f2f6), alternating in one process, alone and feeding the compiled pipeline.
 
-    python3 benchmarks/pyav_copy_probe.py CLIP [--frames 256] [--rounds 3]
+    PYTHONPATH=.:benchmarks python3 benchmarks/h100-2026-11-27-session8/probes/pyav_copy_probe.py CLIP [--frames 256] [--rounds 3]
+
+Runs against commit 65de95e (the pool variant was reverted after this probe).
 
 Why: with the copies on the pool the source alone read faster (1,345-1,981 against 1,038-1,396
 frames/s) but the pipeline from the file slower (625 against 788-853), on different machines.
@@ -16,7 +18,7 @@ import torch
 
 from alphapose_trt.bench import source_fps, video_pipeline_fps
 from alphapose_trt.io import pyav
-from probe_setup import compiled_pipeline  # benchmarks/, the script's folder
+from probe_setup import compiled_pipeline  # benchmarks/ (on PYTHONPATH)
 
 ON_POOL = pyav.PyAVVideoSource._on_device
 
