@@ -88,7 +88,8 @@ class PyAVVideoSource(Source):
             self.size = (width, height) if width > 0 and height > 0 else None
             self._count = stream.frames or None
             pixels = stream.codec_context.format
-            self._i420 = pixels is not None and pixels.name == _I420 and width % 2 == 0 and height % 2 == 0
+            self._i420 = (self.size is not None and pixels is not None and pixels.name == _I420
+                          and width % 2 == 0 and height % 2 == 0)
         finally:
             container.close()
         # high priority: the conversion goes ahead of queued pipeline work
