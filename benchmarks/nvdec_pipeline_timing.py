@@ -15,12 +15,10 @@ from pathlib import Path
 import torch
 
 from alphapose_trt.api import batched
-from alphapose_trt.bench import BenchOptions, load_models, make_frames, time_pipeline
-from alphapose_trt.cli import build_parser
-from alphapose_trt.engines.compiled import CompiledEngine
+from alphapose_trt.bench import make_frames, time_pipeline
 from alphapose_trt.io import decode_process, nvdec
 from alphapose_trt.io.sources import open_source
-from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline
+from probe_setup import compiled_pipeline  # benchmarks/, the script's folder
 
 spent = {"batches": 0.0, "convert": 0.0, "sync": 0.0}
 
@@ -88,11 +86,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     instrument()
-    opts = BenchOptions.from_args(build_parser("bench").parse_args(["bench", "--model", "pipeline", "--device", "cuda"]))
-    models, _ = load_models(opts, ("detector", "pose"))
-    det = CompiledEngine(models["detector"], "cuda", "fp16", max_batch=8, mode="reduce-overhead", batch_sizes=(8,))
-    pose = CompiledEngine(models["pose"], "cuda", "fp16", max_batch=64, mode="reduce-overhead", batch_sizes=(8, 64))
-    pipe = PosePipeline(det, pose, "cuda", PipelineConfig(max_persons=8, det_batch=8, pose_batch=64))
+    pipe = compiled_pipeline()
     frames = make_frames(256, (1920, 1080), 0)
     row = time_pipeline(pipe, frames, 8, 10, torch.device("cuda"))
     print(f"in memory: {row.fps:.1f} frames/s", flush=True)

@@ -19,14 +19,12 @@ from pathlib import Path
 
 import torch
 
-from alphapose_trt.bench import (BenchOptions, decode_fps, load_models, make_frames, source_fps, time_pipeline,
-                                 video_pipeline_fps)
-from alphapose_trt.cli import build_parser
-from alphapose_trt.engines.compiled import CompiledEngine
+from alphapose_trt.bench import decode_fps, make_frames, source_fps, time_pipeline, video_pipeline_fps
 from alphapose_trt.io import nvdec, yuv
 from alphapose_trt.io.sources import open_source
-from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline
+from alphapose_trt.pipeline.runner import PosePipeline
 from nvdec_cv2_check import CASES, raw_sessions_command  # benchmarks/, the script's folder
+from probe_setup import compiled_pipeline
 
 
 def beside_looping_source(pipe: PosePipeline, frames: list, path: Path) -> tuple[float, float]:
@@ -68,11 +66,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=256)
     ap.add_argument("--sessions", default="1,2,3,4")
     args = ap.parse_args()
-    opts = BenchOptions.from_args(build_parser("bench").parse_args(["bench", "--model", "pipeline", "--device", "cuda"]))
-    models, _ = load_models(opts, ("detector", "pose"))
-    det = CompiledEngine(models["detector"], "cuda", "fp16", max_batch=8, mode="reduce-overhead", batch_sizes=(8,))
-    pose = CompiledEngine(models["pose"], "cuda", "fp16", max_batch=64, mode="reduce-overhead", batch_sizes=(8, 64))
-    pipe = PosePipeline(det, pose, "cuda", PipelineConfig(max_persons=8, det_batch=8, pose_batch=64))
+    pipe = compiled_pipeline()
     frames = make_frames(args.frames, (1920, 1080), 0)
     nv12 = torch.randint(0, 256, (8, 1620, 1920), dtype=torch.uint8, device="cuda")
     for name, convert in (("eager", yuv.nv12_to_rgb), ("compiled", yuv.nv12_to_rgb_fused)):

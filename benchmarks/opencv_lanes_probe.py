@@ -155,16 +155,10 @@ def main() -> None:
         return
     import torch
 
-    from alphapose_trt.bench import BenchOptions, load_models, make_frames, time_pipeline, video_pipeline_fps
-    from alphapose_trt.cli import build_parser
-    from alphapose_trt.engines.compiled import CompiledEngine
-    from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline
+    from alphapose_trt.bench import make_frames, time_pipeline, video_pipeline_fps
+    from probe_setup import compiled_pipeline  # benchmarks/, the script's folder
 
-    opts = BenchOptions.from_args(build_parser("bench").parse_args(["bench", "--model", "pipeline", "--device", "cuda"]))
-    models, _ = load_models(opts, ("detector", "pose"))
-    det = CompiledEngine(models["detector"], "cuda", "fp16", max_batch=8, mode="reduce-overhead", batch_sizes=(8,))
-    pose = CompiledEngine(models["pose"], "cuda", "fp16", max_batch=64, mode="reduce-overhead", batch_sizes=(8, 64))
-    pipe = PosePipeline(det, pose, "cuda", PipelineConfig(max_persons=8, det_batch=8, pose_batch=64))
+    pipe = compiled_pipeline()
     row = time_pipeline(pipe, make_frames(256, (1920, 1080), 0), 8, 10, torch.device("cuda"))
     print(f"compiled pipeline in memory: {row.fps:.1f} frames/s, median batch {row.median_fps:.1f}", flush=True)
     video_pipeline_fps(pipe, args.clip, args.frames, 8)  # warm: the first video run of a process

@@ -117,7 +117,7 @@ def test_gt_boxes_are_clipped_and_empty_ones_dropped(coco_root: Path, gt: dict, 
     """Also checks the alternative annotation file argument."""
     edited = json.loads(json.dumps(gt))
     first = edited["images"][-1]  # the smallest id
-    width, height = first["width"], first["height"]
+    width = first["width"]
     persons = [a for a in edited["annotations"] if a["image_id"] == first["id"] and not a["iscrowd"]]
     persons[0]["bbox"] = [width - 20.0, -10.0, 100.0, 50.0]  # leaves the image right and top
     persons[1]["bbox"] = [width + 5.0, 10.0, 30.0, 30.0]  # entirely outside: nothing left
