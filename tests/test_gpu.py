@@ -252,6 +252,27 @@ def test_pyav_frames_on_cuda_are_the_host_conversions_bit_for_bit(video_clip, mo
     assert torch.equal(i420_to_rgb_fused(i420.cuda()).cpu(), i420_to_rgb(i420))
 
 
+@pytest.mark.parametrize("decoder", ["pyav", "nvdec"])
+def test_device_decoders_turn_rotated_video_upright(tmp_path, decoder):
+    """A phone-style clip (coded 320x192, shown turned 90 degrees): frames on the GPU come upright
+    and contiguous, as OpenCV reads them (PyAV: exactly its CPU frames; NVDEC: within a level)."""
+    pytest.importorskip("av" if decoder == "pyav" else "PyNvVideoCodec")
+    from alphapose_trt.io.sources import open_source
+    from test_pyav import write_turned
+
+    path = write_turned(tmp_path / "turned.mp4", 90, (320, 192))
+    with open_source(video=path, decoder=decoder, device="cuda") as source:
+        assert source.size == (192, 320)
+        got = [f.image for f in source]
+    with open_source(video=path, decoder="pyav" if decoder == "pyav" else "opencv", device="cpu") as source:
+        want = [f.image for f in source]
+    assert len(got) == len(want) == 3
+    for g, w in zip(got, want):
+        assert g.is_cuda and g.is_contiguous() and g.shape == (320, 192, 3)
+        diff = np.abs(g.cpu().numpy().astype(np.int16) - w)
+        assert diff.max() == 0 if decoder == "pyav" else diff.mean() <= 1.5
+
+
 def test_nvdec_frames_match_opencv_frames_within_a_level(nvdec_clip):
     """NVDEC frames stay on the GPU and equal OpenCV's within chroma-upsampling differences:
     mean <= 1.5 levels, max <= 16 at colour edges (1080p clips: 1.1 and 5, nvdec_probe.txt; this

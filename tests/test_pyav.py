@@ -15,7 +15,7 @@ import torch
 
 from alphapose_trt import bench
 from alphapose_trt.errors import AlphaPoseTrtError, MissingDependencyError
-from alphapose_trt.io import pyav
+from alphapose_trt.io import pyav, sources
 from alphapose_trt.io.sources import open_source
 from conftest import make_frame
 
@@ -181,3 +181,44 @@ def test_bench_times_pyav_decoding_alone_and_the_source(clip):
     """decode_fps: PyAV's bare decode loop (no copy, no conversion); source_fps: the source."""
     assert bench.decode_fps(clip, 7, "pyav") > 0
     assert bench.source_fps(clip, 7, "pyav", torch.device("cpu")) > 0
+
+
+def write_turned(path: Path, degrees: int, size: tuple[int, int] = (64, 48)) -> Path:
+    """3 frames of mp4v coded at `size` with a display rotation (as phones store portrait video);
+    a white block in the coded frame's top-left corner shows which way frames are turned."""
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.set_display_rotation(degrees)
+        image = np.zeros((height, width, 3), np.uint8)
+        image[: height // 4, : width // 3] = 255
+        for _ in range(3):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("degrees, turns", [(90, 1), (180, 2), (-90, 3), (0, 0)])
+def test_rotated_video_is_turned_upright_as_opencv_reads_it(tmp_path, degrees, turns):
+    path = write_turned(tmp_path / f"turned{degrees}.mp4", degrees)
+    assert sources.quarter_turns(path) == turns
+    want, _ = _read(path)
+    with open_source(video=path, decoder="pyav", device="cpu") as source:
+        assert source.size == ((48, 64) if turns % 2 else (64, 48))
+        got = list(source)
+    assert len(got) == len(want) == 3
+    for g, w in zip(got, want):
+        assert g.image.shape == w.image.shape == (*source.size[::-1], 3) and g.image.flags.c_contiguous
+        assert np.abs(g.image.astype(np.int16) - w.image).mean() <= 1.5
+
+
+def test_upright_turns_arrays_and_tensors_alike():
+    image = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    for turns in range(4):
+        turned = sources.upright(image, turns)
+        np.testing.assert_array_equal(turned, np.rot90(image, turns))
+        assert torch.equal(sources.upright(torch.from_numpy(image)[None], turns)[0], torch.from_numpy(turned))
+    assert sources.turned_size((64, 48), 1) == (48, 64) and sources.turned_size((64, 48), 2) == (64, 48)

@@ -15,7 +15,8 @@ demuxer (FFmpeg's) and needs the driver's NVDEC library (libnvcuvid).
 Colours: NVDEC hands out NV12, converted here with OpenCV's own BT.601 formula
 (cv2.COLOR_YUV2RGB_NV12), so frames match the OpenCV source within about one level (its decoder
 upsamples chroma differently). NVDEC's own RGB output uses another matrix: ~5 levels off on
-average, up to 36 (benchmarks/h100-2026-11-27-session5/nvdec_probe.txt).
+average, up to 36 (benchmarks/h100-2026-11-27-session5/nvdec_probe.txt). Frames are turned
+upright by the file's display rotation, as OpenCV's reader does.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from alphapose_trt.errors import AlphaPoseTrtError, one_line, require
 from alphapose_trt.io.decode_process import DecodeProcess, Stretch
-from alphapose_trt.io.sources import Source, _done, _PendingFrame
+from alphapose_trt.io.sources import Source, _done, _PendingFrame, quarter_turns, turned_size, upright
 from alphapose_trt.io.yuv import nv12_to_rgb_fused
 
 DECODE_BATCH = 8  # frames per decoder call
@@ -124,7 +125,9 @@ class NvdecVideoSource(Source):
         self._stream = torch.cuda.Stream(self.device, priority=-1)
         meta = decoder.get_stream_metadata()
         self.fps = float(meta.average_fps) if meta.average_fps and meta.average_fps > 0 else None
-        self.size = (int(meta.width), int(meta.height))
+        self._coded = (int(meta.width), int(meta.height))  # the decoder's frames
+        self._turns = quarter_turns(path)  # turned upright as OpenCV does
+        self.size = turned_size(self._coded, self._turns)
         self._count = int(meta.num_frames) if meta.num_frames and meta.num_frames > 0 else None
         keys: list[int] = []
         exact = False  # a header's count may be off (MPEG-4): the last stretch then reads on
@@ -143,7 +146,7 @@ class NvdecVideoSource(Source):
         return self._count
 
     def _start(self) -> DecodeProcess:
-        width, height = self.size
+        width, height = self._coded
         return DecodeProcess(self.name, NvdecSession, str(self._path), self.stretches, NVDEC_SESSIONS,
                              (height * 3 // 2, width), DECODE_BATCH, self.device)
 
@@ -175,7 +178,7 @@ class NvdecVideoSource(Source):
                     frame_number = stretch.start
                 for slot, nv12 in process.batches(j, stop):
                     with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-                        rgb = nv12_to_rgb_fused(nv12)
+                        rgb = upright(nv12_to_rgb_fused(nv12), self._turns)
                     self._stream.synchronize()  # converted: the slot can be decoded into again
                     process.release(j, slot)
                     for image in rgb:

@@ -11,7 +11,7 @@ COLOR_YUV2RGB_I420), the BT.601 formula OpenCV's reader uses too:
   are then (H, W, 3) uint8 CUDA tensors, as from NVDEC, and only YUV crosses PCIe;
 - otherwise with cv2 on the conversion pool (numpy frames, as from the OpenCV source).
 Video that is not 8-bit 4:2:0 (yuv420p) with even sides is converted to RGB by FFmpeg, on the
-pool. `pip install 'alphapose-trt[pyav]'` brings PyAV, with its own FFmpeg.
+pool. Frames are turned upright by the file's display rotation, as OpenCV's reader does. `pip install 'alphapose-trt[pyav]'` brings PyAV, with its own FFmpeg.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from alphapose_trt.errors import AlphaPoseTrtError, one_line, require
-from alphapose_trt.io.sources import Source, _done, _PendingFrame
+from alphapose_trt.io.sources import Source, _done, _PendingFrame, quarter_turns, turned_size, upright
 from alphapose_trt.io.yuv import i420_to_rgb_fused
 
 DECODE_BATCH = 8  # frames per upload and GPU conversion
@@ -85,13 +85,15 @@ class PyAVVideoSource(Source):
             rate = stream.average_rate or stream.guessed_rate
             self.fps = float(rate) if rate else None
             width, height = stream.codec_context.width, stream.codec_context.height
-            self.size = (width, height) if width > 0 and height > 0 else None
+            self._coded = (width, height) if width > 0 and height > 0 else None  # the decoder's frames
             self._count = stream.frames or None
             pixels = stream.codec_context.format
-            self._i420 = (self.size is not None and pixels is not None and pixels.name == _I420
+            self._i420 = (self._coded is not None and pixels is not None and pixels.name == _I420
                           and width % 2 == 0 and height % 2 == 0)
         finally:
             container.close()
+        self._turns = quarter_turns(path)  # turned upright as OpenCV does
+        self.size = turned_size(self._coded, self._turns)
         # high priority: the conversion goes ahead of queued pipeline work
         self._stream = torch.cuda.Stream(self.device, priority=-1) if self.device.type == "cuda" else None
 
@@ -103,7 +105,7 @@ class PyAVVideoSource(Source):
         """Build the GPU conversion now (a torch.compile, seconds, once per process), so that a
         timed pass measures the steady reading rate."""
         if self._stream is not None and self._i420:
-            width, height = self.size
+            width, height = self._coded
             with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
                 i420_to_rgb_fused(torch.zeros(DECODE_BATCH, height * 3 // 2, width, dtype=torch.uint8, device=self.device))
             self._stream.synchronize()
@@ -163,7 +165,7 @@ class PyAVVideoSource(Source):
 
     def _i420_frame(self, frame: Any) -> Any:
         """The frame as yuv420p of the stream's size (FFmpeg converts the rare one that is not)."""
-        width, height = self.size
+        width, height = self._coded
         if frame.format.name == _I420 and (frame.width, frame.height) == (width, height):
             return frame
         return frame.reformat(width=width, height=height, format=_I420)
@@ -171,17 +173,17 @@ class PyAVVideoSource(Source):
     def _host_rgb(self, frame: Any) -> np.ndarray:
         """RGB uint8 (H, W, 3) on the host: cv2's I420 conversion, or FFmpeg's for other formats."""
         if not self._i420:
-            return frame.to_ndarray(format="rgb24")
-        width, height = self.size
+            return upright(frame.to_ndarray(format="rgb24"), self._turns)
+        width, height = self._coded
         i420 = copy_i420(self._i420_frame(frame), np.empty((height * 3 // 2, width), np.uint8))
-        return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
+        return upright(cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420), self._turns)
 
     def _on_device(self, frames: Iterator[tuple[int, Any]]) -> Iterator[_PendingFrame]:
         """Batches of frames converted on the GPU, their planes copied by the reader thread. Why
         not on the pool: the source alone then read faster (1,531-1,783 against 1,109-1,264
         frames/s, H100 host), but the pipeline from the file slower (691-781 against 784-873), the
         pool's threads competing with the pipeline's (benchmarks/h100-2026-11-27-session8)."""
-        width, height = self.size
+        width, height = self._coded
         pinned = torch.empty((DECODE_BATCH, height * 3 // 2, width), dtype=torch.uint8, pin_memory=True)
         staging, numbers = pinned.numpy(), []
         for number, frame in frames:
@@ -195,7 +197,7 @@ class PyAVVideoSource(Source):
 
     def _converted(self, pinned: torch.Tensor, numbers: list[int]) -> Iterator[_PendingFrame]:
         with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-            rgb = i420_to_rgb_fused(pinned[: len(numbers)].to(self.device, non_blocking=True))
+            rgb = upright(i420_to_rgb_fused(pinned[: len(numbers)].to(self.device, non_blocking=True)), self._turns)
         self._stream.synchronize()  # converted, and the pinned buffer free for the next batch
         for number, image in zip(numbers, rgb):
             yield _PendingFrame(number, self._path, _done(image))

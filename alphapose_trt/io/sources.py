@@ -415,6 +415,35 @@ class VideoSource(Source):
             frame_number += 1
 
 
+def quarter_turns(path: Path) -> int:
+    """Counterclockwise quarter turns that show a video file upright, read from its display
+    matrix by OpenCV, whose reader applies them (CAP_PROP_ORIENTATION_AUTO, on by default).
+
+    Why: decoders hand out the frames as coded, and phone videos are often coded sideways with a
+    rotation to show them by; AlphaPose reads them upright through OpenCV, so the other decoders
+    turn their frames the same way (`upright`) for the same keypoints."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        degrees = capture.get(cv2.CAP_PROP_ORIENTATION_META) if capture.isOpened() else 0.0
+    finally:
+        capture.release()
+    return round((360 - degrees) / 90) % 4 if math.isfinite(degrees) else 0
+
+
+def upright(image: np.ndarray | torch.Tensor, turns: int) -> np.ndarray | torch.Tensor:
+    """(..., H, W, 3) frames turned `turns` quarter turns counterclockwise, contiguous."""
+    if turns == 0:
+        return image
+    if isinstance(image, np.ndarray):
+        return np.ascontiguousarray(np.rot90(image, turns, axes=(-3, -2)))
+    return image.rot90(turns, dims=(-3, -2)).contiguous()
+
+
+def turned_size(size: tuple[int, int] | None, turns: int) -> tuple[int, int] | None:
+    """(width, height) of frames turned `turns` quarter turns."""
+    return size[::-1] if size is not None and turns % 2 else size
+
+
 def _positive_or_none(value: float) -> float | None:
     return float(value) if math.isfinite(value) and value > 0 else None
 
