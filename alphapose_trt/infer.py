@@ -146,6 +146,9 @@ def run_infer(args: argparse.Namespace) -> int:
     source = open_source(image=args.image, indir=args.indir, list_file=args.list_file, video=args.video,
                          webcam=args.webcam, stream=args.stream, decoder=args.decoder, device=args.device)
     estimator = estimator_from_args(args, use_detector=detfile is None)
+    # the source's one-off start-up (PyAV: building its GPU conversion, NVDEC: its decoding
+    # process) on this thread, before the first batch builds the pipeline's compiled kernels
+    source.warm_up()
     outdir: Path = args.outdir
     video_writer = None
     if args.save_video:

@@ -74,9 +74,22 @@ def test_folder_to_json_and_renders(image_dir, model_args, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("decoder", ["opencv", "pyav"])
-def test_video_to_json_and_video(video, model_args, tmp_path, capsys, decoder):
+def test_video_to_json_and_video(video, model_args, tmp_path, capsys, decoder, monkeypatch):
+    from alphapose_trt.io import sources
+
+    warmed = []  # the source's start-up runs once, before its frames are read
+    real_open = sources.open_source
+
+    def open_source(*args, **kwargs):
+        source = real_open(*args, **kwargs)
+        real_warm_up = source.warm_up
+        source.warm_up = lambda: warmed.append(source._reader is None) or real_warm_up()
+        return source
+
+    monkeypatch.setattr(sources, "open_source", open_source)
     out = tmp_path / "out"
     assert run(["--video", str(video), "--decoder", decoder, "--outdir", str(out), "--save-video", *model_args]) == 0
+    assert warmed == [True]
     records = load_results(out)
     assert sorted({r["image_id"] for r in records}) == [0, 1, 2, 3, 4]
     out_text = capsys.readouterr().out
