@@ -48,3 +48,28 @@ def test_other_shapes_are_rejected(convert, name):
         convert(torch.zeros(5, 4, dtype=torch.uint8))
     with pytest.raises(ValueError, match="even width"):
         convert(torch.zeros(6, 5, dtype=torch.uint8))
+
+
+def test_rgb_on_uploads_converts_turns_and_waits_for_the_stream(monkeypatch):
+    """The GPU sources' one conversion step, run here with a stand-in stream on the CPU (the CUDA
+    runs: test_gpu.py): the planes go to the stream's device, are converted and turned, and the
+    stream is waited for before the frames are handed out."""
+    import contextlib
+
+    from alphapose_trt.io.sources import upright
+
+    class Stream:
+        device = torch.device("cpu")
+        waited = 0
+
+        def synchronize(self):
+            self.waited += 1
+
+    used = []
+    monkeypatch.setattr(torch.cuda, "device", lambda device: used.append(device) or contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: used.append(stream) or contextlib.nullcontext())
+    stream = Stream()
+    i420 = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (2, 12, 10), np.uint8))  # 2 frames of 10x8
+    got = yuv.rgb_on(stream, yuv.i420_to_rgb, i420, turns=1)
+    assert torch.equal(got, upright(yuv.i420_to_rgb(i420), 1)) and got.shape == (2, 10, 8, 3)
+    assert used == [stream.device, stream] and stream.waited == 1

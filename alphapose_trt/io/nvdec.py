@@ -31,8 +31,8 @@ from torch import Tensor
 
 from alphapose_trt.errors import AlphaPoseTrtError, one_line, require
 from alphapose_trt.io.decode_process import DecodeProcess, Stretch
-from alphapose_trt.io.sources import Source, _done, _PendingFrame, quarter_turns, turned_size, upright
-from alphapose_trt.io.yuv import nv12_to_rgb_fused
+from alphapose_trt.io.sources import Source, _done, _PendingFrame, quarter_turns, turned_size
+from alphapose_trt.io.yuv import nv12_to_rgb_fused, rgb_on
 
 DECODE_BATCH = 8  # frames per decoder call
 # Decoders working at once on different stretches of one file. One decoder session gave 260-710
@@ -156,9 +156,7 @@ class NvdecVideoSource(Source):
         if self._process is None:
             self._process = self._start()
         self._process.wait_ready()
-        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-            nv12_to_rgb_fused(self._process.ring[0, 0])
-        self._stream.synchronize()
+        rgb_on(self._stream, nv12_to_rgb_fused, self._process.ring[0, 0])
 
     def close(self) -> None:
         super().close()
@@ -177,10 +175,8 @@ class NvdecVideoSource(Source):
                                          "NVDEC delivered none of them")
                     frame_number = stretch.start
                 for slot, nv12 in process.batches(j, stop):
-                    with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-                        rgb = upright(nv12_to_rgb_fused(nv12), self._turns)
-                    self._stream.synchronize()  # converted: the slot can be decoded into again
-                    process.release(j, slot)
+                    rgb = rgb_on(self._stream, nv12_to_rgb_fused, nv12, self._turns)
+                    process.release(j, slot)  # converted: the slot can be decoded into again
                     for image in rgb:
                         yield _PendingFrame(frame_number, self._path, _done(image))
                         frame_number += 1

@@ -11,7 +11,8 @@ COLOR_YUV2RGB_I420), the BT.601 formula OpenCV's reader uses too:
   are then (H, W, 3) uint8 CUDA tensors, as from NVDEC, and only YUV crosses PCIe;
 - otherwise with cv2 on the conversion pool (numpy frames, as from the OpenCV source).
 Video that is not 8-bit 4:2:0 (yuv420p) with even sides is converted to RGB by FFmpeg, on the
-pool. Frames are turned upright by the file's display rotation, as OpenCV's reader does. `pip install 'alphapose-trt[pyav]'` brings PyAV, with its own FFmpeg.
+pool. Frames are turned upright by the file's display rotation, as OpenCV's reader does.
+`pip install 'alphapose-trt[pyav]'` brings PyAV, with its own FFmpeg.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 
 from alphapose_trt.errors import AlphaPoseTrtError, one_line, require
 from alphapose_trt.io.sources import Source, _done, _PendingFrame, quarter_turns, turned_size, upright
-from alphapose_trt.io.yuv import i420_to_rgb_fused
+from alphapose_trt.io.yuv import i420_to_rgb_fused, rgb_on
 
 DECODE_BATCH = 8  # frames per upload and GPU conversion
 _I420 = "yuv420p"
@@ -106,9 +107,8 @@ class PyAVVideoSource(Source):
         timed pass measures the steady reading rate."""
         if self._stream is not None and self._i420:
             width, height = self._coded
-            with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-                i420_to_rgb_fused(torch.zeros(DECODE_BATCH, height * 3 // 2, width, dtype=torch.uint8, device=self.device))
-            self._stream.synchronize()
+            planes = torch.zeros(DECODE_BATCH, height * 3 // 2, width, dtype=torch.uint8, device=self.device)
+            rgb_on(self._stream, i420_to_rgb_fused, planes)
 
     def _produce(self, stop: threading.Event, pool: Executor) -> Iterator[_PendingFrame]:
         container = open_container(self._path)
@@ -196,9 +196,7 @@ class PyAVVideoSource(Source):
             yield from self._converted(pinned, numbers)
 
     def _converted(self, pinned: torch.Tensor, numbers: list[int]) -> Iterator[_PendingFrame]:
-        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
-            rgb = upright(i420_to_rgb_fused(pinned[: len(numbers)].to(self.device, non_blocking=True)), self._turns)
-        self._stream.synchronize()  # converted, and the pinned buffer free for the next batch
+        rgb = rgb_on(self._stream, i420_to_rgb_fused, pinned[: len(numbers)], self._turns)  # the buffer is free again
         for number, image in zip(numbers, rgb):
             yield _PendingFrame(number, self._path, _done(image))
 

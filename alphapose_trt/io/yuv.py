@@ -8,9 +8,12 @@ conversion, so keypoints do not depend on the decoder beyond its chroma upsampli
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
+from alphapose_trt.io.sources import upright
 from alphapose_trt.pipeline.fusion import fused
 
 # OpenCV's fixed-point ITU-R BT.601 coefficients for limited-range YUV -> RGB (imgproc
@@ -57,3 +60,13 @@ def i420_to_rgb(i420: Tensor) -> Tensor:
 # rebuild them.
 nv12_to_rgb_fused = fused(nv12_to_rgb, row_args=(0,))
 i420_to_rgb_fused = fused(i420_to_rgb, row_args=(0,))
+
+
+def rgb_on(stream: torch.cuda.Stream, convert: Callable[[Tensor], Tensor], planes: Tensor, turns: int = 0) -> Tensor:
+    """A GPU source's frames: `planes` (pinned host memory goes up first) converted and turned
+    `turns` quarter turns upright (`sources.upright`) on the source's own `stream`, complete on
+    return, so the decoder's buffers can be reused at once and the frames read on any stream."""
+    with torch.cuda.device(stream.device), torch.cuda.stream(stream):
+        rgb = upright(convert(planes.to(stream.device, non_blocking=True)), turns)
+    stream.synchronize()
+    return rgb

@@ -106,8 +106,9 @@ class FrameUploader:
     1080p frame is 6 MB), into a reused pinned staging buffer; `stage` only starts those copies,
     so the caller can do other host work meanwhile. A batch with fewer frames (a stream's last)
     uses the first rows of the same buffers, so the next stream does not pin new ones. The
-    transfer then runs on a side stream, overlapping the kernels of earlier batches. `record_stream` tells the caching allocator the
-    batch is read on the compute stream, so its memory is not reused before those reads are done.
+    transfer then runs on a side stream, overlapping the kernels of earlier batches.
+    `record_stream` tells the caching allocator the batch is read on the compute stream, so its
+    memory is not reused before those reads are done.
     """
 
     def __init__(self, device: torch.device) -> None:
