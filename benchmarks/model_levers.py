@@ -5,10 +5,13 @@ compiled-engine variants of both models, measured in one process.
     python3 benchmarks/model_levers.py [--models pose,detector] [--variants ...] [--profile]
 
 Variants: `compiled` (what `bench` runs: reduce-overhead options, cudnn.benchmark on),
-`no-benchmark` (cuDNN's heuristics, as `infer` runs), `1x1-as-mm` (Inductor's conv_1x1_as_mm),
+`no-benchmark` (cuDNN's heuristics), `cudnn-all` (cudnn.benchmark times every algorithm cuDNN
+offers, `benchmark_limit` 0, instead of its first 10), `1x1-as-mm` (Inductor's conv_1x1_as_mm),
 `gemm-autotune` (1x1 convs as Triton-autotuned GEMMs with fused epilogues, convolutions stay on
 cuDNN); `--cudnn-fused` adds the pose net rebuilt on cuDNN's fused conv+bias(+add)+ReLU calls.
 Synthetic weights (speed does not depend on the values). Results: benchmarks/README.md.
+cuDNN keeps the algorithm it picked per convolution shape for the whole process, so compare
+cuDNN variants (`compiled`, `no-benchmark`, `cudnn-all`) in separate processes.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ BATCHES = {"pose": (1, 64), "detector": (1, 8)}
 VARIANTS = {
     "compiled": {},
     "no-benchmark": {},
+    "cudnn-all": {},
     "1x1-as-mm": {"conv_1x1_as_mm": True},
     "gemm-autotune": {
         "conv_1x1_as_mm": True,
@@ -186,6 +190,7 @@ def main() -> None:
     for kind in [m for m in args.models.split(",") if m]:
         for variant in args.variants.split(","):
             torch.backends.cudnn.benchmark = variant != "no-benchmark"
+            torch.backends.cudnn.benchmark_limit = 0 if variant == "cudnn-all" else 10
             start = time.perf_counter()
             with patched(VARIANTS[variant]):
                 mode = "max-autotune" if variant == "gemm-autotune" else "reduce-overhead"

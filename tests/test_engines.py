@@ -199,3 +199,18 @@ def test_closed_stdout_pipe_ends_quietly():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
+
+
+def test_conv_precision_keeps_the_other_cudnn_settings():
+    """The per-call flags switch TF32 only: a user's `benchmark_limit` is not reset to 10."""
+    from alphapose_trt.engines.eager import conv_precision
+
+    cudnn = torch.backends.cudnn
+    before = cudnn.benchmark_limit
+    cudnn.benchmark_limit = 0
+    try:
+        with conv_precision("fp32", tf32=False):
+            assert (cudnn.benchmark_limit, cudnn.allow_tf32) == (0, False)
+        assert cudnn.benchmark_limit == 0
+    finally:
+        cudnn.benchmark_limit = before

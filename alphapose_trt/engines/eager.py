@@ -47,11 +47,13 @@ def conv_precision(precision: str, tf32: bool):
 
     Why: PyTorch lets cuDNN use TF32 (10-bit mantissa) for fp32 convolutions by default, which
     moves fp32 heatmaps by about 1e-3 relative on an H100, so an "fp32 reference" would not be one.
-    Scoped to the call so no global setting changes.
+    Scoped to the call so no global setting changes; the other cuDNN settings pass through
+    (`flags` would otherwise reset, e.g., `benchmark_limit` to 10 for the call).
     """
     b = torch.backends.cudnn
     allow = tf32 if precision == "fp32" else b.allow_tf32
-    return b.flags(enabled=b.enabled, benchmark=b.benchmark, deterministic=b.deterministic, allow_tf32=allow)
+    return b.flags(enabled=b.enabled, benchmark=b.benchmark, benchmark_limit=b.benchmark_limit,
+                   deterministic=b.deterministic, allow_tf32=allow)
 
 
 class CudaGraphCache:
