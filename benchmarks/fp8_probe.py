@@ -25,6 +25,7 @@ from alphapose_trt.bench import BenchOptions, Stopwatch, load_models, random_inp
 from alphapose_trt.cli import build_parser
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import EagerEngine
+from model_levers import kernel_breakdown
 
 E4M3_MAX = 448.0
 
@@ -116,6 +117,9 @@ def main() -> None:
             err = errors(engine(inputs[0]), ref(inputs[0].float()))
             print(f"pose {variant:8s} b{batch:<3d} latency {lat:7.3f} ms  {batch * args.iters / total * 1e3:9.0f} "
                   f"crops/s  build {build:4.0f} s  vs eager fp32: {err}", flush=True)
+            parts = kernel_breakdown(engine, inputs[0])
+            print("    kernels/call {kernels:.0f}: ".format(**parts) + " ".join(
+                f"{k} {v:.3f}" for k, v in sorted(parts.items()) if k != "kernels") + " ms", flush=True)
         engine.close()
         torch.cuda.empty_cache()
 

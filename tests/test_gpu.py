@@ -206,6 +206,34 @@ def test_detector_stage_replayed_as_one_cuda_graph_matches_op_by_op(gpu_detector
     assert len(graphed._detect_graphs.graphs) == runner.DETECT_GRAPHS == 2  # 1080p, 720p; 480p op by op
 
 
+@pytest.mark.parametrize("frames_on", ["host", "device"])
+def test_detector_stream_gives_the_persons_of_one_stream(gpu_detector, pose_model, monkeypatch, frames_on):
+    """The detector stage on a stream of its own, beside the pose work of earlier batches (and,
+    for frames already on the device, waiting only for their stack): every person equal, bit for
+    bit, to those of the same pipeline with everything on the compute stream."""
+    det = EagerEngine(gpu_detector, "cuda", "fp32", max_batch=4, channels_last=False, cuda_graphs=True)
+    pose = EagerEngine(pose_model, "cuda", "fp32", channels_last=False)
+    frames = [make_frame(360, 640, seed=s) for s in range(16)]
+    if frames_on == "device":
+        frames = [torch.from_numpy(f).cuda() for f in frames]
+    config = PipelineConfig(max_persons=8, det_batch=4, fuse=True)
+
+    def persons(pipeline: PosePipeline) -> list:
+        batches = ((i, frames[i : i + 4], None) for i in range(0, len(frames), 4))
+        return [p for _, results in pipeline.process_stream(batches) for people in results for p in people]
+
+    two = PosePipeline(det, pose, "cuda", config)
+    monkeypatch.setattr(runner, "DETECTOR_STREAM", False)
+    one = PosePipeline(det, pose, "cuda", config)
+    assert two._detect_stream is not None and one._detect_stream is None
+    want, got = persons(one), persons(two)
+    assert len(want) > 0 and len(got) == len(want)
+    for a, b in zip(got, want):
+        assert a.box_score == b.box_score and a.score == b.score
+        for field in ("box", "keypoints", "keypoint_scores"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
 @pytest.fixture(scope="module")
 def video_clip(tmp_path_factory):
     """96 frames of 640x360 mp4v (OpenCV's writer puts a key frame every 12): a smooth bench frame

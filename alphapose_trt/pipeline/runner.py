@@ -43,6 +43,11 @@ HOST_CV_THREADS = 1
 # Frame sizes whose detector stage runs as one CUDA graph (each keeps a static copy of a batch of
 # frames, 8 x 1080p = 50 MB); further sizes (a folder of assorted images) run op by op.
 DETECT_GRAPHS = 2
+# The detector stage on a CUDA stream of its own (pipelines with detector-stage graphs), so batch
+# k's detector runs beside batch k-2's pose work instead of after it. Why: neither engine fills
+# the GPU between and at the ends of its kernels; replayed on two streams the pair took 6.8 ms
+# instead of 7.2 ms per 8 frames (H100, benchmarks/two_streams_probe.py).
+DETECTOR_STREAM = True
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,7 @@ class PosePipeline:
         # Python and launches per batch, on the thread that also feeds the GPU (profile_pipeline.py).
         forward = detector.capturable() if detector is not None and self.fused_ops else None
         self._detect_graphs = CudaGraphCache(lambda frames: self._ranked_candidates(forward, frames)) if forward else None
+        self._detect_stream = torch.cuda.Stream(self.device) if forward and DETECTOR_STREAM else None
         self._most_frames: dict[tuple[str, int, int], int] = {}  # per fused op and frame size (_full_batch)
 
     # -- stages ---------------------------------------------------------------------------------
@@ -314,8 +320,19 @@ class PosePipeline:
         """Stage 1 for each run of same-size frames: transfer, then detector (or given boxes)."""
         out = []
         for frames, given in staged:
-            batch = frames.send()
-            out.append(self._start_detect(batch) if given is None else _Detected(batch, boxes=given))
+            if given is not None:
+                out.append(_Detected(frames.send(), boxes=given))
+            elif self._detect_stream is None:
+                out.append(self._start_detect(frames.send()))
+            else:
+                # The detector stream waits for this batch's upload only, not for the pose work
+                # queued before it. The pose stage reads the frames on the compute stream once the
+                # host has the candidates, i.e. after this stream's work (upload included) is done.
+                compute = torch.cuda.current_stream(self.device)
+                with torch.cuda.stream(self._detect_stream):
+                    batch = frames.send()
+                    out.append(self._start_detect(batch))
+                batch.record_stream(compute)
         return out
 
     def _launch_pose(self, groups: list[_Detected]) -> list[_Posed]:

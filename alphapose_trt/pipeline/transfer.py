@@ -69,11 +69,18 @@ def host_image(image: np.ndarray | Tensor) -> np.ndarray:
 
 @dataclass
 class StackedFrames:
-    """A batch with nothing to transfer: on a CPU device, or made of frames already on the GPU."""
+    """A batch with nothing to transfer: on a CPU device, or made of frames already on the GPU
+    (then `stacked` fires when the stack has run, and the stream that `send()` runs on waits for
+    that alone, not for everything queued on the stream that stacked them)."""
 
     batch: Tensor
+    stacked: torch.cuda.Event | None = None
 
     def send(self) -> Tensor:
+        if self.stacked is not None:
+            stream = torch.cuda.current_stream(self.batch.device)
+            stream.wait_event(self.stacked)
+            self.batch.record_stream(stream)
         return self.batch
 
 
@@ -129,11 +136,14 @@ class FrameUploader:
         that stack has run."""
         if isinstance(frames[0], Tensor):
             batch = torch.stack([f.to(self.device) for f in frames])
-            if self.stream is not None:
-                compute = torch.cuda.current_stream(self.device)
-                for frame in frames:
-                    frame.record_stream(compute)
-            return StackedFrames(batch.permute(0, 3, 1, 2))
+            if self.stream is None:
+                return StackedFrames(batch.permute(0, 3, 1, 2))
+            compute = torch.cuda.current_stream(self.device)
+            for frame in frames:
+                frame.record_stream(compute)
+            stacked = torch.cuda.Event()
+            stacked.record(compute)
+            return StackedFrames(batch.permute(0, 3, 1, 2), stacked)
         if self.stream is None:
             return StackedFrames(torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
         shape = (len(frames), *frames[0].shape)
