@@ -111,7 +111,7 @@ class ThreadCpu:
         return f"CPU ms per frame by thread: {', '.join(parts)}; steal {(self._steal() - self.steal) / frames * 1e3:.2f}"
 
 
-def video_fps(pipe: PosePipeline, path: Path, limit: int) -> tuple[float, float, str]:
+def video_fps(pipe: PosePipeline, path: Path, limit: int, decoder: str = "opencv") -> tuple[float, float, str]:
     """Frames/s of the pipeline reading `path`, the share of that time the pipeline's thread
     waited for decoded frames (high: the reader is the bottleneck; low: the pipeline is), and
     where the host's time went: the pipeline thread's own CPU time against the wall time (a low
@@ -122,7 +122,8 @@ def video_fps(pipe: PosePipeline, path: Path, limit: int) -> tuple[float, float,
     STAGE_CPU.clear()
     usage, thread_cpu, counters = resource.getrusage(resource.RUSAGE_SELF), time.thread_time(), thread_counters()
     threads, collections_before = ThreadCpu(), [g["collections"] for g in gc.get_stats()]
-    with open_source(video=path) as source:
+    with open_source(video=path, decoder=decoder, device="cuda") as source:
+        source.warm_up()  # as `infer` does: a GPU source's one-off start-up stays out of the timing
         reader = iter(source)
 
         def images():
@@ -315,6 +316,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=128)
     ap.add_argument("--lags", default="1,2")
     ap.add_argument("--video", default=None, help="also time the pipeline reading this file")
+    ap.add_argument("--decoder", default="opencv", help="the video source: opencv, pyav or nvdec")
     ap.add_argument("--video-variants", default="base",
                     help="host settings to try for the video run, '+'-joined within one: base (the pipeline's), spin "
                          "(HostCopy waits spin, CUDA's default), cvdefault (OpenCV's own thread count), ffN (N FFmpeg threads), upN (N frame "
@@ -406,10 +408,10 @@ def main() -> None:
                   f"thread on CPU {busy / total:.0%}, {busy / len(frames) * 1e3:.2f} ms per frame; {by_thread}")
         for variant in (args.video_variants.split(",") if args.video else []):
             with video_settings(variant, pipe):
-                fps, starved, host_use = video_fps(pipe, Path(args.video), len(frames))
-                source_alone = source_fps(Path(args.video), len(frames))
+                fps, starved, host_use = video_fps(pipe, Path(args.video), len(frames), args.decoder)
+                source_alone = source_fps(Path(args.video), len(frames), args.decoder, torch.device("cuda"))
                 usage = resource.getrusage(resource.RUSAGE_SELF)
-                alone = decode_fps(Path(args.video), len(frames))
+                alone = decode_fps(Path(args.video), len(frames), args.decoder, torch.device("cuda"))
                 after = resource.getrusage(resource.RUSAGE_SELF)
                 alone_cpu = (after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime) / len(frames) * 1e3
             print(f"  [{variant}] from {args.video}: {fps:.1f} frames/s, {starved:.0%} of it waiting for frames "
