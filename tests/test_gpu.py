@@ -203,42 +203,7 @@ def test_detector_stage_replayed_as_one_cuda_graph_matches_op_by_op(gpu_detector
         for g, w in zip(got, want):
             assert g.shape == w.shape
             torch.testing.assert_close(g, w, atol=1e-2, rtol=0)  # px: fp32 conv algorithms may differ
-    assert len(graphed._detect_graphs.graphs) == runner.GRAPHED_FRAME_SIZES == 2  # 1080p, 720p; 480p op by op
-
-
-def test_pose_stage_replayed_as_one_cuda_graph_matches_op_by_op(pose_model):
-    """A pose engine that runs in CUDA graphs lends its forward to the pipeline, which replays
-    crops + pose + decode as one graph per frame size and row bucket (rows padded to the bucket,
-    outputs trimmed): keypoints and scores equal those of the same steps op by op, bit for bit.
-    More rows than one engine call, a third frame size and the flip test run op by op."""
-    import dataclasses
-
-    pose_graphs = EagerEngine(pose_model, "cuda", "fp32", max_batch=8, channels_last=False, cuda_graphs=True)
-    pose_plain = EagerEngine(pose_model, "cuda", "fp32", max_batch=8, channels_last=False)
-    config = PipelineConfig(pose_batch=8, fuse=True)
-    graphed, plain = PosePipeline(None, pose_graphs, "cuda", config), PosePipeline(None, pose_plain, "cuda", config)
-    assert pose_graphs.capturable() is not None and plain._pose_graphs is None
-    rng = np.random.default_rng(0)
-    # (frame size, boxes per frame): 3 rows -> bucket 4, 8 -> 8, 720p 5 -> 8, 480p op by op, 11 > 8 op by op
-    for (height, width), counts in (((1080, 1920), (2, 1)), ((1080, 1920), (5, 3)), ((720, 1280), (4, 1)),
-                                    ((480, 640), (1, 1)), ((1080, 1920), (6, 5))):
-        frames = [make_frame(height, width, seed=s) for s in range(len(counts))]
-        boxes = []
-        for count in counts:
-            corner = rng.uniform(0, 0.6, (count, 2)) * (width, height)
-            size = rng.uniform(0.1, 0.4, (count, 2)) * (width, height)
-            boxes.append(np.concatenate([corner, corner + size, np.ones((count, 1))], axis=1).astype(np.float32))
-        with torch.inference_mode():
-            got = graphed.estimate(graphed.upload(frames), boxes)
-            want = plain.estimate(plain.upload(frames), boxes)
-        assert got[0].shape == (sum(counts), 17, 2)
-        for g, w in zip(got, want):
-            assert torch.equal(g, w)
-    assert len(graphed._pose_graphs.graphs) == 3  # 1080p with 4 and 8 rows, 720p with 8
-    assert sum(i == 0 for i, _ in graphed._pose_graphs.inputs) == runner.GRAPHED_FRAME_SIZES == 2
-    flipped = PosePipeline(None, pose_graphs, "cuda", dataclasses.replace(config, flip=True))
-    with torch.inference_mode():
-        assert flipped._pose_graph_rows(flipped.upload(frames[:1]), 3) is None
+    assert len(graphed._detect_graphs.graphs) == runner.DETECT_GRAPHS == 2  # 1080p, 720p; 480p op by op
 
 
 @pytest.mark.parametrize("frames_on", ["host", "device"])

@@ -66,44 +66,36 @@ class CudaGraphCache:
     each have their own memory. That is safe because replays never overlap (one stream, one call
     at a time) and each replay's output is cloned right after it, in stream order: a later
     capture may place its output where an earlier one keeps intermediates, so an output must not
-    outlive the next replay. For the same reason graphs share their static input buffers: `fn`
-    may take several tensors, and an input of a shape seen before at that position (a batch of
-    frames, with boxes of another row count) is copied into the buffer the earlier graphs read.
+    outlive the next replay.
     """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[[torch.Tensor], Any]) -> None:
         self.fn = fn
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...], Any]] = {}
-        self.inputs: dict[tuple[int, tuple], torch.Tensor] = {}  # (position, key) -> static input
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, Any]] = {}
         self.pool: tuple[int, int] | None = None
 
     @staticmethod
     def key(shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> tuple:
-        """The static input an input of this shape, dtype and device is copied into."""
+        """The graph an input of this shape, dtype and device replays."""
         return tuple(shape), dtype, device
 
-    def __call__(self, *xs: torch.Tensor) -> Any:
-        keys = tuple(self.key(x.shape, x.dtype, x.device) for x in xs)
-        if keys not in self.graphs:
-            for i, (key, x) in enumerate(zip(keys, xs)):
-                if (i, key) not in self.inputs:
-                    self.inputs[i, key] = x.clone()
-            static_in = tuple(self.inputs[i, key] for i, key in enumerate(keys))
-            device = xs[0].device
-            side = torch.cuda.Stream(device=device)
-            side.wait_stream(torch.cuda.current_stream(device))
+    def __call__(self, x: torch.Tensor) -> Any:
+        key = self.key(x.shape, x.dtype, x.device)
+        if key not in self.graphs:
+            static_in = x.clone()
+            side = torch.cuda.Stream(device=x.device)
+            side.wait_stream(torch.cuda.current_stream(x.device))
             with torch.cuda.stream(side):
                 for _ in range(2):  # warm-up: cudnn autotuning and lazy init stay out of the graph
-                    self.fn(*static_in)
-            torch.cuda.current_stream(device).wait_stream(side)
+                    self.fn(static_in)
+            torch.cuda.current_stream(x.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             self.pool = self.pool or torch.cuda.graph_pool_handle()
             with torch.cuda.graph(graph, pool=self.pool):
-                static_out = self.fn(*static_in)
-            self.graphs[keys] = (graph, static_in, static_out)
-        graph, static_in, static_out = self.graphs[keys]
-        for buffer, x in zip(static_in, xs):
-            buffer.copy_(x)
+                static_out = self.fn(static_in)
+            self.graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self.graphs[key]
+        static_in.copy_(x)
         graph.replay()
         if isinstance(static_out, tuple):
             return tuple(t.clone() for t in static_out)

@@ -99,7 +99,7 @@ def crop(
     frame_index: Tensor,
     boxes_xyxy: Tensor,
     out_hw: Sequence[int] = DEFAULT_INPUT_HW,
-    mean: Sequence[float] | Tensor = DEFAULT_PIXEL_MEAN,
+    mean: Sequence[float] = DEFAULT_PIXEL_MEAN,
     dtype: torch.dtype = torch.float32,
     scale_mult: float = SCALE_MULT,
     fused_ops: bool = False,
@@ -111,8 +111,7 @@ def crop(
         frame_index (Tensor[N] int): the frame each box belongs to (range-checked when on the CPU).
         boxes_xyxy (Tensor[N, 4]): x1, y1, x2, y2 in image pixels.
         out_hw: crop (height, width), the pose network input; its aspect shapes the boxes.
-        mean: RGB means subtracted after / 255 (the pose model's pixel_mean); a float32 tensor on
-            the frames' device is used as is (no host copy, so the call can be graph-captured).
+        mean: RGB means subtracted after / 255 (the pose model's pixel_mean).
         dtype: output dtype (float16 for a half-precision engine).
         scale_mult: box enlargement (the pose model's crop_scale).
         fused_ops: run the arithmetic as torch.compile'd kernels (pipeline/fusion.py).
@@ -142,7 +141,7 @@ _crop_fused = fused(_crop, row_args=(1, 2))
 
 
 def _check_crop_args(
-    frames: Tensor, frame_index: Tensor, boxes: Tensor, out_hw: Sequence[int], mean: Sequence[float] | Tensor
+    frames: Tensor, frame_index: Tensor, boxes: Tensor, out_hw: Sequence[int], mean: Sequence[float]
 ) -> None:
     if frames.ndim != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8:
         raise AlphaPoseTrtError(

@@ -40,9 +40,9 @@ STAGE_LAG = 2
 # torch intra-op and OpenCV threads while a CUDA pipeline runs (process-wide; see PosePipeline)
 HOST_TORCH_THREADS = 1
 HOST_CV_THREADS = 1
-# Frame sizes whose detector and pose stages run as CUDA graphs (each stage keeps a static copy of
-# a batch of frames, 8 x 1080p = 50 MB); further sizes (a folder of assorted images) run op by op.
-GRAPHED_FRAME_SIZES = 2
+# Frame sizes whose detector stage runs as one CUDA graph (each keeps a static copy of a batch of
+# frames, 8 x 1080p = 50 MB); further sizes (a folder of assorted images) run op by op.
+DETECT_GRAPHS = 2
 # The detector stage on a CUDA stream of its own (pipelines with detector-stage graphs), so batch
 # k's detector runs beside batch k-2's pose work instead of after it. Why: neither engine fills
 # the GPU between and at the ends of its kernels; replayed on two streams the pair took 6.8 ms
@@ -160,11 +160,6 @@ class PosePipeline:
         forward = detector.capturable() if detector is not None and self.fused_ops else None
         self._detect_graphs = CudaGraphCache(lambda frames: self._ranked_candidates(forward, frames)) if forward else None
         self._detect_stream = torch.cuda.Stream(self.device) if forward and DETECTOR_STREAM else None
-        # Crops, pose engine and decode as one CUDA graph per frame size and row bucket, for the
-        # same reason: the two fused ops' Python and launches cost the host ~1.2 ms per batch.
-        posed = pose.capturable() if self.fused_ops else None
-        self._pose_graphs = CudaGraphCache(lambda frames, rows: self._posed(posed, frames, rows)) if posed else None
-        self._mean_t = to_device(self.mean, self.device, torch.float32)  # no host copy inside a capture
         self._most_frames: dict[tuple[str, int, int], int] = {}  # per fused op and frame size (_full_batch)
 
     # -- stages ---------------------------------------------------------------------------------
@@ -196,7 +191,7 @@ class PosePipeline:
         graphs = self._detect_graphs
         if graphs is None:
             return False
-        return CudaGraphCache.key(shape, frames.dtype, frames.device) in graphs.graphs or len(graphs.graphs) < GRAPHED_FRAME_SIZES
+        return CudaGraphCache.key(shape, frames.dtype, frames.device) in graphs.graphs or len(graphs.graphs) < DETECT_GRAPHS
 
     def _full_batch(self, op: str, frames: torch.Tensor) -> torch.Tensor:
         """`frames` with blank frames appended up to the most frames of their size that `op` has
@@ -253,13 +248,8 @@ class PosePipeline:
             k = len(self.pairs) * 2 + 1
             return torch.zeros(0, k, 2, device=self.device), torch.zeros(0, k, device=self.device)
         rows = to_device(torch.cat([dets[:, :4], index[:, None].float()], dim=1), self.device)
-        frames, n = self._full_batch("crop", batch), len(rows)
-        size = self._pose_graph_rows(frames, n)
-        if size is not None:  # rows padded with copies of the last one to the engine's batch bucket
-            coords, scores = self._pose_graphs(frames, torch.cat([rows, rows[-1:].expand(size - n, -1)]))
-            return coords[:n], scores[:n]
         crops, crop_boxes = crop_ops.crop(
-            frames, rows[:, 4].long(), rows[:, :4], self.pose_hw, self._mean_t,
+            self._full_batch("crop", batch), rows[:, 4].long(), rows[:, :4], self.pose_hw, self.mean,
             self.pose.input_dtype, self.crop_scale, self.fused_ops,
         )
         if self.config.flip:
@@ -269,25 +259,6 @@ class PosePipeline:
         else:
             heatmaps = self._pose(crops)
         return decode_ops.decode_heatmaps(heatmaps, crop_boxes, self.fused_ops)
-
-    def _pose_graph_rows(self, frames: torch.Tensor, n: int) -> int | None:
-        """The row count the pose-stage graph for `n` boxes on `frames` runs, or None to run op by
-        op: without a capturable pose engine, with the flip test, above one engine call, or for a
-        frame size beyond the first GRAPHED_FRAME_SIZES."""
-        graphs = self._pose_graphs
-        if graphs is None or self.config.flip or n > min(self.config.pose_batch, self.pose.meta.batch[2]):
-            return None
-        key = (0, CudaGraphCache.key(frames.shape, frames.dtype, frames.device))
-        if key not in graphs.inputs and sum(i == 0 for i, _ in graphs.inputs) >= GRAPHED_FRAME_SIZES:
-            return None
-        return self.pose.padded_size(n)
-
-    def _posed(self, forward: Callable[[torch.Tensor], torch.Tensor], frames: torch.Tensor,
-               rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`_estimate`'s work for rows of a batch bucket, as captured: crops, pose engine, decode."""
-        crops, crop_boxes = crop_ops.crop(frames, rows[:, 4].long(), rows[:, :4], self.pose_hw, self._mean_t,
-                                          self.pose.input_dtype, self.crop_scale, True)
-        return decode_ops.decode_heatmaps(forward(crops), crop_boxes, True)
 
     def _pose(self, crops: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.pose(c) for c in torch.split(crops, self.config.pose_batch)])

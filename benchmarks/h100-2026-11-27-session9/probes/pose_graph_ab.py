@@ -2,7 +2,7 @@
 graph and op by op, alternating in one process on the same engines, with the host CPU time of the
 pipeline thread per batch (the video path shares that thread's time with the frame reader).
 
-    python3 benchmarks/pose_graph_ab.py [--rounds 3] [--frames 256]
+    PYTHONPATH=.:benchmarks python3 benchmarks/h100-2026-11-27-session9/probes/pose_graph_ab.py (code of 550ceb1: reverted)
 
 Timed as the bench times its pipeline row (`time_pipeline`: 1080p frames, 8 per call, 8 persons
 per frame).
@@ -17,7 +17,7 @@ import torch
 
 from alphapose_trt.bench import make_frames, time_pipeline
 from alphapose_trt.pipeline import runner
-from probe_setup import CONFIG, compiled_engines  # benchmarks/, the script's folder
+from probe_setup import CONFIG, compiled_engines  # benchmarks/ (run with PYTHONPATH=.:benchmarks)
 
 
 def main() -> None:
