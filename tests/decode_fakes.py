@@ -16,6 +16,7 @@ import torch
 class FakeSession:
     def __init__(self, path: str, device: torch.device, stream: object):
         self.spec = json.loads(open(path).read())
+        self.device = device
         if self.spec.get("open_error"):
             raise RuntimeError(self.spec["open_error"])
 
@@ -30,4 +31,4 @@ class FakeSession:
                 os._exit(3)
             if spec.get("fail_at") in numbers:
                 raise RuntimeError("corrupt packet\nsecond line")
-            yield [torch.full(shape, n % 256, dtype=torch.uint8) for n in numbers]
+            yield [torch.full(shape, n % 256, dtype=torch.uint8, device=self.device) for n in numbers]

@@ -376,3 +376,37 @@ def test_nvdec_sessions_on_stretches_give_the_frames_of_one_sequential_pass(nvde
     assert source.failures == []
     decode_process.wait_closed()  # closing leaves the child's end to a background thread
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("decode:")]
+
+
+def test_a_cuda_ring_is_released_by_the_decoding_process_before_the_parent_exits(tmp_path):
+    """A decoding process with a ring on the GPU (fake sessions, as NVDEC's): every frame read,
+    and the parent exits without CUDA's "Producer process has been terminated before all shared
+    CUDA tensors released" warning, i.e. the child let go of the ring before it ended."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spec = tmp_path / "clip.json"
+    spec.write_text(json.dumps({"shape": [3, 4], "batch": 4, "frames": 32}))
+    script = f"""
+import sys, threading, torch
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from alphapose_trt.io.decode_process import DecodeProcess, Stretch
+from decode_fakes import FakeSession
+process = DecodeProcess("clip.json", FakeSession, {str(spec)!r}, [Stretch(0, 16), Stretch(16, 32)], 2, (3, 4), 4,
+                        torch.device("cuda"))
+stop = threading.Event()
+process.wait_ready(stop)
+numbers = []
+for j in range(2):
+    for slot, frames in process.batches(j, stop):
+        numbers += [int(f[0, 0]) for f in frames]
+        process.release(j, slot)
+process.close(wait=True)
+print(numbers == list(range(32)))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "True"
+    assert "Producer process has been terminated" not in done.stderr, done.stderr[-2000:]

@@ -93,10 +93,17 @@ class DecodeProcess:
         self._pending: list[list[tuple]] = [[] for _ in range(self.sessions)]
         self._ready: set[int] = set()
         self._reaper: threading.Thread | None = None  # ends the child once closed (close)
+        # The ring goes over in a list the child empties: its reference then ends with its sessions.
+        # Why: a child's Process object keeps its arguments until the process exits without any
+        # clean-up, so a CUDA ring passed directly was never released by the child, and the parent
+        # warned at its own exit ("Producer process has been terminated before all shared CUDA
+        # tensors released"). The parent's list is emptied too, once pickled into the child.
+        handover = [self.ring]
         self._process = ctx.Process(
             target=_serve, name=f"decode:{name}", daemon=True,
-            args=(factory, path, self.ring, self.stretches, child_out, [recv for recv, _ in pairs]))
+            args=(factory, path, handover, self.stretches, child_out, [recv for recv, _ in pairs]))
         _start_without_main(self._process)
+        handover.clear()
         child_out.close()  # the child holds the only write end: its exit shows up as EOF here
         for recv, _ in pairs:
             recv.close()
@@ -231,10 +238,12 @@ def _start_without_main(process: mp.Process) -> None:
         sys.modules["__main__"] = main
 
 
-def _serve(factory: DecoderFactory, path: str, ring: Tensor, stretches: list[Stretch], outbox: Connection,
+def _serve(factory: DecoderFactory, path: str, handover: list[Tensor], stretches: list[Stretch], outbox: Connection,
            free: list[Connection]) -> None:
     """The child: one thread per session, each decoding stretches k, k + sessions, ... into its
-    slots of the ring, then telling the parent which slot holds which batch."""
+    slots of the ring (taken out of `handover`), then telling the parent which slot holds which
+    batch."""
+    ring = handover.pop()
     lock = threading.Lock()
 
     def send(*message: object) -> None:
