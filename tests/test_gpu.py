@@ -380,8 +380,9 @@ def test_nvdec_sessions_on_stretches_give_the_frames_of_one_sequential_pass(nvde
 
 def test_a_cuda_ring_is_released_by_the_decoding_process_before_the_parent_exits(tmp_path):
     """A decoding process with a ring on the GPU (fake sessions, as NVDEC's): every frame read,
-    and the parent exits without CUDA's "Producer process has been terminated before all shared
-    CUDA tensors released" warning, i.e. the child let go of the ring before it ended."""
+    and a parent that keeps no view of the ring exits without CUDA's "Producer process has been
+    terminated before all shared CUDA tensors released" warning, i.e. the child let go of the ring
+    before it ended (before the fix, its Process object kept it to the end: the warning came)."""
     import json
     import subprocess
     import sys
@@ -403,6 +404,7 @@ for j in range(2):
     for slot, frames in process.batches(j, stop):
         numbers += [int(f[0, 0]) for f in frames]
         process.release(j, slot)
+del frames  # the last view of the ring: the parent's own reference would keep the warning
 process.close(wait=True)
 print(numbers == list(range(32)))
 """
