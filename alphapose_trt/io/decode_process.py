@@ -93,11 +93,11 @@ class DecodeProcess:
         self._pending: list[list[tuple]] = [[] for _ in range(self.sessions)]
         self._ready: set[int] = set()
         self._reaper: threading.Thread | None = None  # ends the child once closed (close)
-        # The ring goes over in a list the child empties: its reference then ends with its sessions.
-        # Why: a child's Process object keeps its arguments until the process exits without any
-        # clean-up, so a CUDA ring passed directly was never released by the child, and the parent
-        # warned at its own exit ("Producer process has been terminated before all shared CUDA
-        # tensors released"). The parent's list is emptied too, once pickled into the child.
+        # The ring goes over in a list that the child empties and the parent clears once it is
+        # pickled, so no Process object's arguments hold it. Why: passed directly, it stayed
+        # referenced after the child had ended, even with the DecodeProcess deleted, and every
+        # CUDA run ended with "Producer process has been terminated before all shared CUDA tensors
+        # released" (H100: gone with this handover, benchmarks/h100-2026-11-27-session9/ipc_probe.txt).
         handover = [self.ring]
         self._process = ctx.Process(
             target=_serve, name=f"decode:{name}", daemon=True,
