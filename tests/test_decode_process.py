@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from alphapose_trt.errors import AlphaPoseTrtError
-from alphapose_trt.io.decode_process import SLOTS_PER_SESSION, DecodeProcess, Stretch, wait_closed
+from alphapose_trt.io.decode_process import SLOTS_PER_SESSION, DecodeProcess, Stretch, StretchFailed, wait_closed
 from decode_fakes import FakeSession
 
 SHAPE, BATCH = (3, 4), 4
@@ -65,23 +65,28 @@ def test_a_short_file_ends_a_stretch_early_and_read_on_reaches_the_real_end(tmp_
         process.close()
 
 
-def test_a_decoding_error_arrives_after_the_frames_before_it_as_one_line(tmp_path):
-    process = start(tmp_path, [Stretch(0, 16), Stretch(16, 40)], sessions=2, frames=40, fail_at=26)
+def test_a_decoding_failure_ends_its_stretch_after_the_frames_before_it_and_the_session_goes_on(tmp_path):
+    """The decoder fails in stretch 1 (at the batch holding frame 26): that stretch ends with a
+    one-line StretchFailed at frame 24, after frames 16-23, and its session still decodes its
+    next stretch (3); the other session's stretches are untouched."""
+    stretches = [Stretch(0, 16), Stretch(16, 40), Stretch(40, 56), Stretch(56, 72)]
+    process = start(tmp_path, stretches, sessions=2, frames=72, fail_at=26)
     got: list[int] = []
+    failed = []
     try:
         process.wait_ready()
         stop = threading.Event()
-        for slot, frames in process.batches(0, stop):
-            got += [int(f[0, 0]) for f in frames]
-            process.release(0, slot)
-        with pytest.raises(AlphaPoseTrtError) as info:
-            for slot, frames in process.batches(1, stop):
-                got += [int(f[0, 0]) for f in frames]
-                process.release(1, slot)
+        for j in range(len(stretches)):
+            try:
+                for slot, frames in process.batches(j, stop):
+                    got += [int(f[0, 0]) for f in frames]
+                    process.release(j, slot)
+            except StretchFailed as exc:
+                failed.append((j, exc.position, str(exc)))
     finally:
         process.close()
-    assert got == list(range(24))
-    assert str(info.value) == "clip.json: decoding failed at frame 24 (RuntimeError: corrupt packet)"
+    assert got == list(range(24)) + list(range(40, 72))
+    assert failed == [(1, 24, "clip.json: decoding failed at frame 24 (RuntimeError: corrupt packet)")]
 
 
 def test_a_session_that_cannot_open_fails_the_start_naming_the_input(tmp_path):

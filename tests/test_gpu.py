@@ -348,6 +348,27 @@ def test_pipeline_on_device_frames_equals_the_same_frames_from_the_host(gpu_dete
     assert_same_persons(persons(frames), want, box_atol=1e-3)
 
 
+def test_nvdec_records_the_frames_it_cannot_reach_and_delivers_the_others(tmp_path):
+    """An all-intra MPEG-4 clip (OpenCV's writer on flat frames): PyNvVideoCodec cannot reach its
+    last two frames. The source delivers frames 0-37 in order, as their grey levels say, and
+    records 38-39 as a failure instead of ending the pass with an error."""
+    pytest.importorskip("PyNvVideoCodec")
+    from alphapose_trt.io.sources import open_source
+
+    path = tmp_path / "intra.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 360))
+    for i in range(40):
+        writer.write(np.full((360, 640, 3), i * 5, np.uint8))
+    writer.release()
+    with open_source(video=path, decoder="nvdec", device="cuda") as source:
+        frames = list(source)
+    assert [f.image_id for f in frames] == list(range(38))
+    assert all(abs(float(f.image.float().mean()) - 5 * f.image_id) <= 2 for f in frames)
+    assert len(source.failures) == 1
+    what, why = source.failures[0]
+    assert what.endswith("frames 38-39") and why.startswith("decoding failed at frame 38 (")
+
+
 def test_nvdec_sessions_on_stretches_give_the_frames_of_one_sequential_pass(nvdec_clip, monkeypatch):
     """Several decoders on key-frame stretches in the decoding process, merged in order: bit-exact
     to one decoder reading the whole file, every frame once; a pass stopped early ends quietly and

@@ -65,6 +65,15 @@ class Stretch:
     read_on: bool = False
 
 
+class StretchFailed(AlphaPoseTrtError):
+    """The decoder failed inside a stretch at frame `position`: the stretch ends there, and its
+    session goes on with its next stretch (the caller records the frames it did not get)."""
+
+    def __init__(self, message: str, position: int, reason: str) -> None:
+        super().__init__(message)
+        self.position, self.reason = position, reason
+
+
 class DecodeProcess:
     """A child process decoding `stretches` of `path` with `sessions` decoders from `factory`
     (a picklable callable, imported by name in the child) into a shared ring.
@@ -73,7 +82,7 @@ class DecodeProcess:
     overlaps whatever the parent does next; `wait_ready` blocks until it is done. `batches(j)`
     yields stretch j's batches in order as tensor views into the ring, each valid until
     `release`d. One-line `AlphaPoseTrtError`s name `name` for what the child reports or a child
-    that dies.
+    that dies; a decoder that fails inside a stretch ends that stretch with `StretchFailed`.
     """
 
     def __init__(self, name: str, factory: DecoderFactory, path: str, stretches: Sequence[Stretch],
@@ -137,6 +146,9 @@ class DecodeProcess:
                 yield slot, self.ring[session, slot, :count]
             elif kind == "end":
                 return
+            elif kind == "failed":
+                _, _, position, reason = message
+                raise StretchFailed(f"{self.name}: {reason}", position, reason)
             else:  # "error"
                 raise AlphaPoseTrtError(f"{self.name}: {message[2]}")
 
@@ -306,12 +318,13 @@ def _session(k: int, factory: DecoderFactory, path: str, ring: Tensor, stretches
                             stream.synchronize()  # in the ring before the decoder reuses its buffers
                         send("batch", k, slot, len(batch))
                         position += len(batch)
-                except AlphaPoseTrtError as exc:
+                except AlphaPoseTrtError as exc:  # frames this source cannot take at all (format, size)
                     send("error", k, one_line(exc))
                     return
                 except Exception as exc:  # the decoder library raises its own types
-                    send("error", k, f"decoding failed at frame {position} ({one_line(exc)})")
-                    return
+                    # this stretch ends here; the next one seeks to its own key frame
+                    send("failed", k, position, f"decoding failed at frame {position} ({one_line(exc)})")
+                    continue
                 send("end", k, position)
             while True:  # keep the pipe open until the parent says stop
                 take_slot()

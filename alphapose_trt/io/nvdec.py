@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from alphapose_trt.errors import AlphaPoseTrtError, one_line, require
-from alphapose_trt.io.decode_process import DecodeProcess, Stretch
+from alphapose_trt.io.decode_process import DecodeProcess, Stretch, StretchFailed
 from alphapose_trt.io.sources import Source, _done, _PendingFrame, quarter_turns, turned_size
 from alphapose_trt.io.yuv import nv12_to_rgb_fused, rgb_on
 
@@ -73,10 +73,19 @@ class NvdecSession:
         """Frames start..end (read_on: on to the real end) as NV12 views of the decoder's buffers."""
         if start:
             self._decoder.seek_to_index(start)
-        position = start
+        position, step = start, DECODE_BATCH
         while position < end or read_on:
             # up to the planned end exactly (asking past the last frame makes the decoder warn)
-            decoded = self._decoder.get_batch_frames(min(DECODE_BATCH, end - position) if position < end else DECODE_BATCH)
+            want = min(step, end - position) if position < end else step
+            try:
+                decoded = self._decoder.get_batch_frames(want)
+            except Exception:
+                if want == 1:
+                    raise
+                # A request that reaches frames the decoder cannot seek to fails whole (the last
+                # two frames of an all-intra MPEG-4 file, H100): one frame at a time from here.
+                step = 1
+                continue
             if not decoded:
                 return
             formats = {str(f.format) for f in decoded}
@@ -174,12 +183,21 @@ class NvdecVideoSource(Source):
                     self._record_failure(f"{self.name} frames {frame_number}-{stretch.start - 1}",
                                          "NVDEC delivered none of them")
                     frame_number = stretch.start
-                for slot, nv12 in process.batches(j, stop):
-                    rgb = rgb_on(self._stream, nv12_to_rgb_fused, nv12, self._turns)
-                    process.release(j, slot)  # converted: the slot can be decoded into again
-                    for image in rgb:
-                        yield _PendingFrame(frame_number, self._path, _done(image))
-                        frame_number += 1
+                try:
+                    for slot, nv12 in process.batches(j, stop):
+                        rgb = rgb_on(self._stream, nv12_to_rgb_fused, nv12, self._turns)
+                        process.release(j, slot)  # converted: the slot can be decoded into again
+                        for image in rgb:
+                            yield _PendingFrame(frame_number, self._path, _done(image))
+                            frame_number += 1
+                except StretchFailed as failed:
+                    # e.g. PyNvVideoCodec cannot reach the last two frames of an all-intra MPEG-4
+                    # file (H100, benchmarks/h100-2026-11-27-session9/nvdec_tail.txt)
+                    last = " on" if stretch.read_on else f"-{stretch.end - 1}"
+                    self._record_failure(f"{self.name} frames {failed.position}{last}", failed.reason)
+                    if stretch.read_on:
+                        return
+                    frame_number = stretch.end
         finally:
             process.close()
         if self._count is not None and frame_number < self._count and not stop.is_set():
