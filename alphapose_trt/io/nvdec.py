@@ -83,7 +83,9 @@ class NvdecSession:
                 if want == 1:
                     raise
                 # A request that reaches frames the decoder cannot seek to fails whole (the last
-                # two frames of an all-intra MPEG-4 file, H100): one frame at a time from here.
+                # two frames of an all-intra MPEG-4 file, H100): back to where it was, then one
+                # frame at a time.
+                self._decoder.seek_to_index(position)
                 step = 1
                 continue
             if not decoded:
