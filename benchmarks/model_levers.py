@@ -8,7 +8,8 @@ Variants: `compiled` (what `bench` runs: reduce-overhead options, cudnn.benchmar
 `no-benchmark` (cuDNN's heuristics), `cudnn-all` (cudnn.benchmark times every algorithm cuDNN
 offers, `benchmark_limit` 0, instead of its first 10), `1x1-as-mm` (Inductor's conv_1x1_as_mm),
 `gemm-autotune` (1x1 convs as Triton-autotuned GEMMs with fused epilogues, convolutions stay on
-cuDNN); `--cudnn-fused` adds the pose net rebuilt on cuDNN's fused conv+bias(+add)+ReLU calls.
+cuDNN), `no-pad` (odd channel counts left as they are, as before session 10: see
+alphapose_trt/engines/padding.py); `--cudnn-fused` adds the pose net rebuilt on cuDNN's fused conv+bias(+add)+ReLU calls.
 Synthetic weights (speed does not depend on the values). Results: benchmarks/README.md.
 cuDNN keeps the algorithm it picked per convolution shape for the whole process, so compare
 cuDNN variants (`compiled`, `no-benchmark`, `cudnn-all`) in separate processes.
@@ -27,6 +28,7 @@ import torch._inductor.config as inductor_config
 
 from alphapose_trt.bench import BenchOptions, Stopwatch, load_models, random_inputs
 from alphapose_trt.engines.compiled import CompiledEngine
+from probe_setup import unpadded  # benchmarks/, the script's folder
 
 BATCHES = {"pose": (1, 64), "detector": (1, 8)}
 VARIANTS = {
@@ -39,6 +41,7 @@ VARIANTS = {
         "max_autotune_gemm": True,
         "max_autotune_gemm_backends": "TRITON,ATEN",
     },
+    "no-pad": {},
 }
 
 
@@ -53,8 +56,9 @@ def category(name: str) -> str:
     return "other"
 
 
-def kernel_breakdown(engine, x: torch.Tensor, calls: int = 10) -> dict[str, float]:
-    """Device time per call by kernel category (ms) and kernels per call."""
+def kernel_breakdown(engine, x: torch.Tensor, calls: int = 10, top: int = 0) -> dict[str, float]:
+    """Device time per call by kernel category (ms) and kernels per call; prints the `top`
+    kernel names with the most time per call."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -62,11 +66,15 @@ def kernel_breakdown(engine, x: torch.Tensor, calls: int = 10) -> dict[str, floa
             engine(x)
         torch.cuda.synchronize()
     sums: dict[str, float] = collections.defaultdict(float)
+    names: dict[str, float] = collections.defaultdict(float)
     count = 0
     for event in prof.events():
         if event.device_type == torch.autograd.DeviceType.CUDA and "memcpy" not in event.name.lower():
             sums[category(event.name)] += event.device_time / 1e3 / calls
+            names[event.name] += event.device_time / 1e3 / calls
             count += 1
+    for name, ms in sorted(names.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {ms:7.4f} ms/call  {name[:110]}")
     sums["kernels"] = count / calls
     return dict(sums)
 
@@ -176,6 +184,7 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--top", type=int, default=0, help="with --profile: list this many kernels by time")
     ap.add_argument("--cudnn-fused", action="store_true", help="also the pose net as cuDNN fused conv calls")
     args = ap.parse_args()
     device = torch.device("cuda")
@@ -192,7 +201,7 @@ def main() -> None:
             torch.backends.cudnn.benchmark = variant != "no-benchmark"
             torch.backends.cudnn.benchmark_limit = 0 if variant == "cudnn-all" else 10
             start = time.perf_counter()
-            with patched(VARIANTS[variant]):
+            with patched(VARIANTS[variant]), unpadded(variant == "no-pad"):
                 mode = "max-autotune" if variant == "gemm-autotune" else "reduce-overhead"
                 engine = CompiledEngine(models[kind], device, "fp16", max_batch=BATCHES[kind][-1],
                                         mode=mode, batch_sizes=BATCHES[kind])
@@ -207,7 +216,7 @@ def main() -> None:
                 line = (f"{kind:8s} {variant:14s} b{batch:<3d} latency {lat:7.3f} ms  "
                         f"{batch * args.iters / total * 1e3:9.0f} items/s  build {build:5.0f} s")
                 if args.profile:
-                    parts = kernel_breakdown(engine, inputs[0])
+                    parts = kernel_breakdown(engine, inputs[0], top=args.top)
                     line += "  | kernels/call {kernels:.0f}: ".format(**parts) + " ".join(
                         f"{k} {v:.3f}" for k, v in sorted(parts.items()) if k != "kernels"
                     ) + f" (sum {sum(v for k, v in parts.items() if k != 'kernels'):.3f} ms)"

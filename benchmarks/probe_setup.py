@@ -1,10 +1,16 @@
 """The bench's compiled pipeline for probe scripts, built in one place (fp16, reduce-overhead, 8
-frames per call, 8 persons per frame, synthetic weights from the bench cache)."""
+frames per call, 8 persons per frame, synthetic weights from the bench cache), and the A/B loop
+that times pipeline variants alternately in one process."""
 
 from __future__ import annotations
 
-from alphapose_trt.bench import BenchOptions, load_models
+import contextlib
+
+import torch
+
+from alphapose_trt.bench import BenchOptions, load_models, make_frames, time_pipeline
 from alphapose_trt.cli import build_parser
+from alphapose_trt.engines import compiled as compiled_module
 from alphapose_trt.engines.base import Engine
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.pipeline.runner import PipelineConfig, PosePipeline
@@ -23,3 +29,27 @@ def compiled_engines() -> tuple[Engine, Engine]:
 
 def compiled_pipeline() -> PosePipeline:
     return PosePipeline(*compiled_engines(), "cuda", CONFIG)
+
+
+@contextlib.contextmanager
+def unpadded(active: bool = True):
+    """Compiled engines built meanwhile keep the models' own channel counts (engines/padding.py)."""
+    original = compiled_module.prepare_module
+    if active:
+        compiled_module.prepare_module = lambda *args, **kwargs: original(*args, **{**kwargs, "pad_convs": False})
+    try:
+        yield
+    finally:
+        compiled_module.prepare_module = original
+
+
+def alternate(pipelines: dict[str, PosePipeline], rounds: int, frames: int) -> None:
+    """Each pipeline in turn, `rounds` times, on the same 1080p frames in memory, timed as the
+    bench times its pipeline row (`time_pipeline`: host time between consecutive batches)."""
+    images = make_frames(frames, (1920, 1080), 0)
+    print(torch.__version__, torch.cuda.get_device_name(), flush=True)
+    for round_ in range(rounds):
+        for name, pipeline in pipelines.items():
+            row = time_pipeline(pipeline, images, CONFIG.det_batch, 8, torch.device("cuda"))
+            print(f"round {round_} {name}: {row.fps:7.1f} frames/s whole run, "
+                  f"{row.median_fps:7.1f} median batch, {row.persons_per_frame:.2f} persons per frame", flush=True)

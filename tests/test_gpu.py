@@ -16,6 +16,7 @@ import torch
 
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import EagerEngine
+from alphapose_trt.engines.padding import PaddedConv
 from alphapose_trt.io import decode_process
 from alphapose_trt.pipeline import crop as crop_ops
 from alphapose_trt.pipeline import detect as detect_ops
@@ -76,6 +77,8 @@ def test_engine_matches_eager_fp32(case, backend, precision):
     else:
         engine = CompiledEngine(model, "cuda", precision, max_batch=MAX_BATCH, mode="reduce-overhead",
                                 batch_sizes=(1, MAX_BATCH))
+        padded = sum(isinstance(m, PaddedConv) for m in engine.module.modules())
+        assert padded == (4 if model.kind == "detector" else 2)  # the RGB input convs, 3 x 255 and 17 outputs
     for n in (1, 7, MAX_BATCH):
         x = natural_inputs(model, n, seed=n)
         compare_outputs(model, engine(x), reference(x), TOLERANCE[precision])

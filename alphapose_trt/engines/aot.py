@@ -37,7 +37,8 @@ def export_aot(
     if precision == "fp16" and device.type == "cpu":
         raise AlphaPoseTrtError("fp16 AOTInductor packages need --device cuda (CPU kernels are fp32)")
     meta = meta_for(model, "aot", precision, batch).with_(extra={**model.extra, "device": device.type})
-    module = prepare_module(model, device, precision, channels_last=device.type == "cuda")
+    on_gpu = device.type == "cuda"  # the compiled engine's layout and channel padding
+    module = prepare_module(model, device, precision, channels_last=on_gpu, pad_convs=on_gpu)
     h, w = model.input_hw
     example = torch.rand(example_batch(batch), 3, h, w, dtype=meta.dtype, device=device)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=batch[0], max=batch[2])},) if meta.dynamic else None

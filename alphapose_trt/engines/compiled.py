@@ -80,7 +80,7 @@ class CompiledEngine(ModuleEngine):
         )
         self.mode = mode
         self.channels_last = device.type == "cuda"
-        self.module = prepare_module(model, device, precision, self.channels_last)
+        self.module = prepare_module(model, device, precision, self.channels_last, pad_convs=self.channels_last)
         self._compiled = torch.compile(self.module, dynamic=False, fullgraph=True, options=_options(mode))
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self._plain
         if device.type == "cuda" and "no-cudagraphs" not in mode and mode != "default":

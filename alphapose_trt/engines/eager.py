@@ -15,14 +15,19 @@ from alphapose_trt.models.load import LoadedModel
 
 
 def prepare_module(
-    model: LoadedModel, device: torch.device, precision: str, channels_last: bool
+    model: LoadedModel, device: torch.device, precision: str, channels_last: bool, pad_convs: bool = False
 ) -> nn.Module:
-    """A deep copy of the model in eval mode on `device`, cast and laid out for inference."""
+    """A deep copy of the model in eval mode on `device`, cast and laid out for inference;
+    `pad_convs` gives odd channel counts tensor-core friendly ones (`padding.pad_channels`)."""
     import copy
 
     from alphapose_trt.engines.base import PRECISIONS
+    from alphapose_trt.engines.padding import pad_channels
 
-    module = copy.deepcopy(model.module).eval().to(device=device, dtype=PRECISIONS[precision])
+    module = copy.deepcopy(model.module)
+    if pad_convs:
+        pad_channels(module)
+    module = module.eval().to(device=device, dtype=PRECISIONS[precision])
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     for p in module.parameters():
