@@ -57,3 +57,13 @@ def test_padding_a_copy_leaves_the_original_convolution_alone():
     PaddedConv(conv, 4, 24)
     for name, value in conv.state_dict().items():
         assert torch.equal(value, before[name])
+
+
+def test_a_padded_model_exports_with_a_dynamic_batch():
+    """AOTInductor packages on CUDA are built from the padded module through torch.export."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 17, 1)).eval()
+    assert pad_channels(model) == 2
+    batch = torch.export.Dim("batch", min=1, max=4)
+    program = torch.export.export(model, (torch.rand(2, 3, 16, 16),), dynamic_shapes=({0: batch},))
+    x = torch.rand(3, 3, 16, 16)
+    torch.testing.assert_close(program.module()(x), model(x))
