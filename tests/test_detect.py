@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from alphapose_trt.errors import AlphaPoseTrtError
+from alphapose_trt.pipeline import detect
 from alphapose_trt.pipeline.detect import (
     LETTERBOX_FILL,
     LetterboxInfo,
@@ -173,6 +174,40 @@ def test_postprocess_retries_crowded_images_only() -> None:
     assert len(fast[1]) == 20  # 20 survivors: no retry, both boxes of each pair stay
     for i, raw in enumerate((crowded, sparse)):
         _assert_same_boxes(fast[i], postprocess_reference(raw, info.scale, info.image_hw))
+
+
+@pytest.fixture(params=["pairwise", "per-image"])
+def nms_path(request, monkeypatch):
+    """Each of `_nms_keep`'s two ways: all pairs at once, or torchvision's NMS per image."""
+    monkeypatch.setattr(detect, "NMS_MATRIX_ROWS", 10**4 if request.param == "pairwise" else 0)
+    return request.param
+
+
+def test_both_nms_paths_give_the_reference_boxes(random_batch, nms_path) -> None:
+    raw, info = random_batch
+    for i, got in enumerate(postprocess(torch.from_numpy(raw), info)):
+        _assert_same_boxes(got, postprocess_reference(raw[i], info.scale, info.image_hw))
+    crowded = _pairs_raw(120)  # the retry at 0.55 runs
+    got = postprocess(torch.from_numpy(crowded[None]), LetterboxInfo.for_image((608, 608)))[0]
+    assert len(got) == 120
+    _assert_same_boxes(got, postprocess_reference(crowded, 1.0, (608, 608)))
+
+
+def test_nms_drops_at_iou_equal_to_the_threshold_and_keeps_the_first_of_tied_scores(nms_path) -> None:
+    """AlphaPose drops a box at IoU >= t; among equal scores the earlier row (anchor) ranks first."""
+    info = LetterboxInfo.for_image((608, 608))  # scale 1: boxes stay where they are
+    raw = np.array(
+        [
+            [104.5, 104.5, 9, 9, 0.9, 0.9],  # 0..9 +100 (10 px with the +1 convention)
+            [107.0, 104.5, 9, 9, 0.8, 0.9],  # 7.5 px of overlap: IoU 75 / 125 = 0.6 exactly
+            [304.5, 304.5, 9, 9, 0.7, 0.9],  # tied score, first row: kept
+            [305.5, 304.5, 9, 9, 0.7, 0.9],  # tied score, overlaps the row before: dropped
+        ],
+        dtype=np.float32,
+    )
+    got = postprocess(torch.from_numpy(raw[None]), info, nms=0.6)[0]
+    np.testing.assert_allclose(got.numpy(), [[100, 100, 109, 109, 0.9], [300, 300, 309, 309, 0.7]])
+    _assert_same_boxes(got, postprocess_reference(raw, info.scale, info.image_hw, nms=0.6))
 
 
 def test_postprocess_confidence_and_class_filter() -> None:

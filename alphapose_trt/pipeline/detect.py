@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import batched_nms
+from torchvision.ops import nms as torchvision_nms
 
 from alphapose_trt.errors import AlphaPoseTrtError
 from alphapose_trt.pipeline.fusion import fused
@@ -39,6 +39,8 @@ NMS_THRESHOLD = 0.6
 # AlphaPose redoes NMS at `nms - 0.05` (0.55 by default) when more than 100 boxes survive.
 NMS_RETRY_STEP = 0.05
 NMS_RETRY_COUNT = 100
+# Candidates per image up to which NMS compares all pairs at once (see _nms_keep).
+NMS_MATRIX_ROWS = 96
 PERSON_CLASS = 0
 LETTERBOX_FILL = 128
 MIN_BOX_SIDE = 1.0
@@ -202,7 +204,12 @@ def select(
     max_persons: int | None = None,
     min_box_area: float = 0.0,
 ) -> list[Tensor]:
-    """NMS, un-letterbox and limits on the output of `candidates` (or its first rows).
+    """NMS, un-letterbox and limits on the output of `candidates` (or its first rows), on the host.
+
+    In numpy over the whole batch (NMS: `_nms_keep`): these are a few hundred boxes, and each
+    torch op on them cost more in dispatch than in work. The torch version, one NMS over all the
+    batch's boxes, took the pipeline thread 1.3-1.4 ms per batch of 8 frames on the H100 host,
+    and 6.7-9.4 ms at ~195 candidates per frame.
 
     Args:
         boxes (Tensor[B, K, 5]): `candidates` rows; K may be cut to at least max(counts).
@@ -211,19 +218,18 @@ def select(
     Returns: as `postprocess`, on the device of `boxes`.
     """
     _check_select_args(nms, max_persons)
-    per_image = [int(c) for c in counts.tolist()]
-    if per_image and max(per_image) > boxes.shape[1]:
-        raise ValueError(f"{max(per_image)} candidates in an image but only {boxes.shape[1]} rows given")
-    batch = len(per_image)
-    rows = torch.cat([boxes[i, :c] for i, c in enumerate(per_image)]) if batch else boxes.new_zeros(0, 5)
-    image_index = row_owners(per_image).to(rows.device)
-    keep = _nms_with_retry(rows[:, :4], rows[:, 4], image_index, nms, batch)
-    mapped = _to_image_coords(rows[keep, :4], info)
-    scores, image_index = rows[keep, 4], image_index[keep]
-    large = _large_enough(mapped, min_box_area)
-    dets = torch.cat([mapped[large], scores[large, None]], dim=1)
-    split = torch.split(dets, torch.bincount(image_index[large], minlength=batch).tolist())
-    return [d[:max_persons] for d in split]
+    per_image = np.asarray(counts.tolist(), dtype=np.int64)
+    most = int(per_image.max(initial=0))
+    if most > boxes.shape[1]:
+        raise ValueError(f"{most} candidates in an image but only {boxes.shape[1]} rows given")
+    rows = boxes[:, :most].detach().float().cpu().numpy()
+    keep = _nms_keep(rows[..., :4], per_image, nms)
+    crowded = keep.sum(axis=1) > NMS_RETRY_COUNT
+    if crowded.any():
+        keep[crowded] = _nms_keep(rows[crowded, :, :4], per_image[crowded], nms - NMS_RETRY_STEP)
+    dets = np.concatenate([_to_image_coords(rows[..., :4], info), rows[..., 4:5]], axis=-1)
+    keep &= _large_enough(dets[..., :4], min_box_area)
+    return [torch.from_numpy(d[k][:max_persons]).to(boxes.device) for d, k in zip(dets, keep)]
 
 
 def row_owners(counts: Sequence[int]) -> Tensor:
@@ -256,48 +262,72 @@ def _check_select_args(nms: float, max_persons: int | None) -> None:
         )
 
 
-def _nms_with_retry(
-    boxes: Tensor, scores: Tensor, image_index: Tensor, nms: float, batch: int
-) -> Tensor:
-    """Indices kept by per-image NMS, images with > 100 survivors redone at nms - 0.05.
+def _nms_keep(boxes: np.ndarray, counts: np.ndarray, threshold: float) -> np.ndarray:
+    """(B, K) bool: the boxes (B, K, 4, score-sorted, the first counts[i] valid) that greedy NMS
+    keeps in each image, with AlphaPose's +1 pixel areas and its "drop at IoU >= threshold".
 
-    Returned grouped by image (ascending), each image's boxes by decreasing score.
+    Two ways to the same boxes, whichever is cheaper: up to NMS_MATRIX_ROWS rows, every image's
+    pairwise suppressions at once (`_suppression`, `_greedy_keep`); beyond, where that work grows
+    with K^2, torchvision's C++ NMS per image, which compares only the kept boxes with the rest
+    but costs ~0.1 ms per call (2-core CI host, benchmarks/README.md, session 10).
     """
-    keep = _nms(boxes, scores, image_index, nms)
-    crowded = torch.bincount(image_index[keep], minlength=batch) > NMS_RETRY_COUNT
-    if bool(crowded.any()):
-        redo = torch.nonzero(crowded[image_index]).squeeze(1)
-        retried = redo[_nms(boxes[redo], scores[redo], image_index[redo], nms - NMS_RETRY_STEP)]
-        keep = torch.cat([keep[~crowded[image_index[keep]]], retried])
-    keep = keep[torch.argsort(scores[keep], descending=True, stable=True)]
-    return keep[torch.argsort(image_index[keep], stable=True)]
+    if boxes.shape[1] <= NMS_MATRIX_ROWS:
+        return _greedy_keep(_suppression(boxes, threshold), np.arange(boxes.shape[1]) < counts[:, None])
+    # The scores are the rows' ranks, so ties keep the reference's row order; in float64 the +1
+    # is exact, and the largest float64 below `threshold` turns torchvision's "IoU > t" into ">= t".
+    corners = torch.from_numpy(boxes.astype(np.float64))
+    corners[..., 2:] += 1
+    rank = -torch.arange(boxes.shape[1], dtype=torch.float64)
+    below = float(np.nextafter(threshold, -np.inf))
+    keep = np.zeros(boxes.shape[:2], dtype=bool)
+    for i, n in enumerate(counts.tolist()):
+        keep[i, torchvision_nms(corners[i, :n], rank[:n], below).numpy()] = True
+    return keep
 
 
-def _nms(boxes: Tensor, scores: Tensor, image_index: Tensor, threshold: float) -> Tensor:
-    """torchvision NMS per image with AlphaPose's +1 pixel areas.
+def _suppression(boxes: np.ndarray, threshold: float) -> np.ndarray:
+    """(B, K, K) bool: box i outranks box j (i < j) and their IoU is >= threshold, computed with
+    `_nms_reference`'s float32 expressions term for term."""
+    one = np.float32(1)
+    x1, y1, x2, y2 = (boxes[..., c] for c in range(4))
+    areas = (x2 - x1 + one) * (y2 - y1 + one)
+    inter_w = np.minimum(x2[..., :, None], x2[..., None, :]) - np.maximum(x1[..., :, None], x1[..., None, :]) + one
+    inter_h = np.minimum(y2[..., :, None], y2[..., None, :]) - np.maximum(y1[..., :, None], y1[..., None, :]) + one
+    inter = np.maximum(inter_w, np.float32(0)) * np.maximum(inter_h, np.float32(0))
+    iou = inter / (areas[..., :, None] + areas[..., None, :] - inter)
+    return np.triu(iou >= np.float32(threshold), k=1)
 
-    IoU of boxes with x2 + 1, y2 + 1 equals AlphaPose's (x2 - x1 + 1) * (y2 - y1 + 1) IoU. float64
-    keeps that IoU exact although batched_nms shifts each image's boxes by a large offset.
+
+def _greedy_keep(suppresses: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Greedy NMS from its suppression matrix: keep[j] = valid[j] and no kept i < j suppresses j.
+
+    Iterated from keep = valid: each round settles at least the next box in score order (a box
+    depends only on higher-ranked ones), and a round that changes nothing has reached the one
+    fixed point, which is the greedy result. Overlap chains are short, so this takes a few
+    rounds of one batched product instead of a Python loop over the boxes.
     """
-    boxes = boxes.double()
-    plus_one = torch.cat([boxes[:, :2], boxes[:, 2:] + 1], dim=1)
-    return batched_nms(plus_one, scores.double(), image_index, threshold)
+    weights = suppresses.astype(np.float32)
+    keep = valid.copy()
+    while True:
+        settled = valid & ~(np.matmul(keep.astype(np.float32)[..., None, :], weights)[..., 0, :] > 0)
+        if np.array_equal(settled, keep):
+            return keep
+        keep = settled
 
 
-def _to_image_coords(boxes: Tensor, info: LetterboxInfo) -> Tensor:
+def _to_image_coords(boxes: np.ndarray, info: LetterboxInfo) -> np.ndarray:
     """Undo the letterbox with AlphaPose's float32 formula, then clamp to [0, w] x [0, h]."""
     h, w = info.image_hw
-    size = torch.tensor(float(info.input_size), dtype=torch.float32, device=boxes.device)
-    image_wh = torch.tensor([float(w), float(h)], dtype=torch.float32, device=boxes.device)
-    scale = (size / image_wh).min()
-    offset = ((size - scale * image_wh) / 2).repeat(2)
+    image_wh = np.array([w, h], dtype=np.float32)
+    scale = (np.float32(info.input_size) / image_wh).min()
+    offset = np.tile((np.float32(info.input_size) - scale * image_wh) / np.float32(2), 2)
     mapped = (boxes - offset) / scale
-    return torch.minimum(mapped.clamp(min=0.0), image_wh.repeat(2))
+    return np.minimum(np.maximum(mapped, np.float32(0)), np.tile(image_wh, 2))
 
 
-def _large_enough(boxes: Tensor, min_box_area: float) -> Tensor:
+def _large_enough(boxes: np.ndarray, min_box_area: float) -> np.ndarray:
     """Rows at least 1 px wide and high and of at least `min_box_area` square pixels."""
-    width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    width, height = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
     return (width >= MIN_BOX_SIDE) & (height >= MIN_BOX_SIDE) & (width * height >= min_box_area)
 
 
