@@ -44,3 +44,16 @@ def test_two_compiled_engines_of_one_class_keep_their_own_weights() -> None:
         torch.testing.assert_close(engine(x), expected, rtol=1e-4, atol=1e-5)
     # the first engine again, after the second compiled: still its own weights
     torch.testing.assert_close(engines[0](x[:1]), want[0][:1], rtol=1e-4, atol=1e-5)
+
+
+def test_many_engines_of_one_model_class_compile_in_one_process() -> None:
+    """Each engine's buckets add Dynamo cache entries to the class's forward: the fifth engine of
+    two buckets used to hit the recompile limit of 8."""
+    x = torch.rand(2, 3, 8, 6, generator=torch.Generator().manual_seed(3))
+    for seed in range(5):
+        model = _model(10 + seed)
+        engine = CompiledEngine(model, "cpu", "fp32", max_batch=2)
+        with torch.no_grad():
+            want = model.module(x)
+        for n in (1, 2):
+            torch.testing.assert_close(engine(x[:n]), want[:n], rtol=1e-4, atol=1e-5)

@@ -47,6 +47,22 @@ def _options(mode: str) -> dict:
     return {**list_mode_options(mode), "triton.cudagraphs": False}
 
 
+_buckets_in_process = 0  # batch buckets of every CompiledEngine built in this process
+
+
+def _allow_recompiles(buckets: int) -> None:
+    """Raise Dynamo's recompile limit for `buckets` more compiled batch sizes.
+
+    Why cumulative: Dynamo keeps one cache entry per (module instance, input shape) on the model
+    class's `forward`, for every engine the process built, so a fixed per-engine limit made the
+    fifth two-bucket engine of one model fail with "recompile limit exceeded" (a probe that built
+    several detector variants in one process, session 10).
+    """
+    global _buckets_in_process
+    _buckets_in_process += buckets
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 4 * _buckets_in_process)
+
+
 class CompiledEngine(ModuleEngine):
     """The model under torch.compile, specialised per batch bucket.
 
@@ -75,9 +91,7 @@ class CompiledEngine(ModuleEngine):
         enable_persistent_cache()
         # Freezing folds BatchNorm into the convolutions and treats weights as constants.
         inductor_config.freezing = True
-        torch._dynamo.config.cache_size_limit = max(
-            torch._dynamo.config.cache_size_limit, 4 * len(self.batch_sizes)
-        )
+        _allow_recompiles(len(self.batch_sizes))
         self.mode = mode
         self.channels_last = device.type == "cuda"
         self.module = prepare_module(model, device, precision, self.channels_last, pad_convs=self.channels_last)
