@@ -1,8 +1,8 @@
 """Host time of the pipeline's stage 3 (pose NMS of a batch + Person objects), on the CPU.
 
-    python3 benchmarks/host_pose_nms.py
+    python3 benchmarks/host_pose_nms.py [PERSONS]
 
-8 frames x 8 persons of random poses, one torch thread (as on a CUDA pipeline); prints the
+8 frames x PERSONS (default 8) persons of random poses, one torch thread (as on a CUDA pipeline); prints the
 fastest and the median of 15 rounds of 200 batches. This is host-only work on the pipeline's
 thread, the thread that limits reading video (benchmarks/README.md), so a CPU timing is its
 measure.
@@ -10,6 +10,7 @@ measure.
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -23,9 +24,10 @@ FRAMES, PERSONS, JOINTS = 8, 8, 17
 
 def main() -> None:
     torch.set_num_threads(1)
+    persons = int(sys.argv[1]) if len(sys.argv) > 1 else PERSONS
     rng = np.random.default_rng(0)
-    n = FRAMES * PERSONS
-    index = np.repeat(np.arange(FRAMES), PERSONS)
+    n = FRAMES * persons
+    index = np.repeat(np.arange(FRAMES), persons)
     xy = rng.uniform(0, 1500, (n, 2)).astype(np.float32)
     boxes = np.concatenate([xy, xy + rng.uniform(50, 300, (n, 2))], 1).astype(np.float32)
     box_scores = rng.uniform(0.2, 1, n).astype(np.float32)
@@ -45,7 +47,7 @@ def main() -> None:
             stage3()
         rounds.append((time.perf_counter() - start) / 200 * 1e3)
     rounds.sort()
-    print(f"stage 3 host ms per batch of {FRAMES} frames x {PERSONS} persons: "
+    print(f"stage 3 host ms per batch of {FRAMES} frames x {persons} persons: "
           f"fastest {rounds[0]:.3f}, median {rounds[len(rounds) // 2]:.3f}")
 
 
