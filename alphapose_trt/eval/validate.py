@@ -62,7 +62,7 @@ COMPARE_PRECISIONS = ("fp32", "fp16")
 REFERENCE_PRECISION = "fp32"
 DEFAULT_OUTDIR = Path("out") / "validate"
 CACHE_DIRNAME = "cache"
-CACHE_VERSION = 1  # bump when the cache layout or the box post-processing changes
+CACHE_VERSION = 2  # bump when the cache layout or the box post-processing changes (2: NMS drops IoU == t)
 GT_BOX_SCORE = 1.0  # GT boxes carry no detector score; COCO results never use it
 READ_AHEAD_IMAGES = 32  # decoded images queued ahead of the GPU stage
 FAILURES_SHOWN = 10
