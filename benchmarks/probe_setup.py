@@ -4,11 +4,13 @@ that times pipeline variants alternately in one process."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+from pathlib import Path
 
 import torch
 
-from alphapose_trt.bench import BenchOptions, load_models, make_frames, time_pipeline
+from alphapose_trt.bench import BenchOptions, load_models, make_frames, time_pipeline, video_pipeline_fps
 from alphapose_trt.cli import build_parser
 from alphapose_trt.engines import compiled as compiled_module
 from alphapose_trt.engines.base import Engine
@@ -43,13 +45,28 @@ def unpadded(active: bool = True):
         compiled_module.prepare_module = original
 
 
-def alternate(pipelines: dict[str, PosePipeline], rounds: int, frames: int) -> None:
-    """Each pipeline in turn, `rounds` times, on the same 1080p frames in memory, timed as the
-    bench times its pipeline row (`time_pipeline`: host time between consecutive batches)."""
-    images = make_frames(frames, (1920, 1080), 0)
+def ab_arguments(description: str) -> argparse.Namespace:
+    """The A/B probes' options: rounds, frames, and optionally a video read with a decoder."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--frames", type=int, default=256)
+    ap.add_argument("--video", type=Path, help="also time each pipeline reading this file, as the bench does")
+    ap.add_argument("--decoder", default="pyav", help="the decoder for --video (opencv, pyav, nvdec)")
+    return ap.parse_args()
+
+
+def alternate(pipelines: dict[str, PosePipeline], args: argparse.Namespace) -> None:
+    """Each pipeline in turn, `args.rounds` times, on the same 1080p frames in memory, timed as
+    the bench times its pipeline row (`time_pipeline`: host time between consecutive batches);
+    with `args.video`, each also reads that file (`video_pipeline_fps`, after the in-memory run)."""
+    images = make_frames(args.frames, (1920, 1080), 0)
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
-    for round_ in range(rounds):
+    for round_ in range(args.rounds):
         for name, pipeline in pipelines.items():
             row = time_pipeline(pipeline, images, CONFIG.det_batch, 8, torch.device("cuda"))
-            print(f"round {round_} {name}: {row.fps:7.1f} frames/s whole run, "
-                  f"{row.median_fps:7.1f} median batch, {row.persons_per_frame:.2f} persons per frame", flush=True)
+            line = (f"round {round_} {name}: {row.fps:7.1f} frames/s whole run, "
+                    f"{row.median_fps:7.1f} median batch, {row.persons_per_frame:.2f} persons per frame")
+            if args.video:
+                fps = video_pipeline_fps(pipeline, args.video, args.frames, CONFIG.det_batch, args.decoder)
+                line += f", {fps:7.1f} from {args.video.name} ({args.decoder})"
+            print(line, flush=True)
