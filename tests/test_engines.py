@@ -143,6 +143,8 @@ def test_eager_engine_split_equals_single_pass(model):
     small = EagerEngine(model, "cpu", "fp32", max_batch=2)
     big = EagerEngine(model, "cpu", "fp32", max_batch=4)
     assert rel_err(small(x), big(x)) < 1e-5
+    empty = small(x[:0])  # no rows in, no rows out, in the output's shape
+    assert empty.shape == (0, *big(x[:1]).shape[1:])
 
 
 def test_engines_outside_cuda_graphs_lend_no_forward_to_capture(onnx_files, eager, model):

@@ -84,6 +84,27 @@ def test_engine_matches_eager_fp32(case, backend, precision):
         compare_outputs(model, engine(x), reference(x), TOLERANCE[precision])
 
 
+def test_graph_replays_keep_the_captured_cudnn_flags_without_entering_them(pose_model, monkeypatch):
+    """Replays skip `conv_precision` (host time in front of the first kernel), yet an fp32 graph
+    stays true fp32 with TF32 allowed globally: its flags were applied when it was captured."""
+    from alphapose_trt.engines import eager as eager_module
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    plain = EagerEngine(pose_model, "cuda", "fp32", max_batch=2, channels_last=False)
+    graphed = EagerEngine(pose_model, "cuda", "fp32", max_batch=2, channels_last=False, cuda_graphs=True)
+    x = natural_inputs(pose_model, 2, seed=5)
+    first = graphed(x)  # captures, under the flags
+
+    def entered(*args, **kwargs):
+        raise AssertionError("a graph replay entered conv_precision")
+
+    monkeypatch.setattr(eager_module, "conv_precision", entered)
+    again = graphed(x)
+    monkeypatch.undo()
+    assert torch.equal(first, again)
+    assert rel_err(again, plain(x)) < 1e-5  # TF32 would be ~1e-3 off
+
+
 def test_fast_pipeline_matches_reference_on_cuda(gpu_detector, pose_model):
     config = PipelineConfig(max_persons=8)
     frames = [make_frame(1080, 1920, seed=s) for s in range(2)]

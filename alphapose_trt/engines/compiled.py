@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch._dynamo
 import torch._inductor.config as inductor_config
 
 from alphapose_trt.engines.base import powers_of_two_up_to
-from alphapose_trt.engines.eager import CudaGraphCache, ModuleEngine, meta_for, prepare_module
+from alphapose_trt.engines.eager import ModuleEngine, meta_for, prepare_module
 from alphapose_trt.models.load import LoadedModel
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -96,9 +95,7 @@ class CompiledEngine(ModuleEngine):
         self.channels_last = device.type == "cuda"
         self.module = prepare_module(model, device, precision, self.channels_last, pad_convs=self.channels_last)
         self._compiled = torch.compile(self.module, dynamic=False, fullgraph=True, options=_options(mode))
-        self._forward: Callable[[torch.Tensor], torch.Tensor] = self._plain
-        if device.type == "cuda" and "no-cudagraphs" not in mode and mode != "default":
-            self._forward = CudaGraphCache(self._plain)
+        self._set_forward(device.type == "cuda" and "no-cudagraphs" not in mode and mode != "default")
 
     def _plain(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

@@ -108,15 +108,23 @@ class CudaGraphCache:
 
 
 class ModuleEngine(Engine):
-    """What the eager and compiled engines share: `_plain` (the module's forward), called directly
-    or replayed from a `CudaGraphCache` of it (`_forward`), under `conv_precision` with `tf32`; and
-    that plain forward, for a caller that captures it inside a larger graph."""
+    """What the eager and compiled engines share: `_plain` (the module's forward) under
+    `conv_precision` (`_run_plain`), called directly or captured into a `CudaGraphCache`
+    (`_forward`); and that forward, for a caller that captures it inside a larger graph.
+
+    The cuDNN flags matter only while convolutions are chosen and launched, i.e. in warm-up and
+    capture, so a graph replay skips them: entering them costs tens of microseconds of host
+    time, which at batch 1 lands in front of the first kernel.
+    """
 
     tf32 = False
     _forward: Callable[[torch.Tensor], torch.Tensor]
 
     def _plain(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _set_forward(self, cuda_graphs: bool) -> None:
+        self._forward = CudaGraphCache(self._run_plain) if cuda_graphs else self._run_plain
 
     def capturable(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         return self._run_plain if isinstance(self._forward, CudaGraphCache) else None
@@ -127,8 +135,7 @@ class ModuleEngine(Engine):
 
     @torch.inference_mode()
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        with conv_precision(self.meta.precision, self.tf32):
-            return self._forward(x)
+        return self._forward(x)
 
 
 class EagerEngine(ModuleEngine):
@@ -155,12 +162,11 @@ class EagerEngine(ModuleEngine):
         self.channels_last = channels_last
         self.tf32 = tf32
         self.module = prepare_module(model, device, precision, channels_last)
-        self._forward: Callable[[torch.Tensor], torch.Tensor] = self._plain
         if cuda_graphs:
             if device.type != "cuda":
                 raise ValueError("cuda_graphs=True needs a CUDA device")
             self.batch_sizes = powers_of_two_up_to(max_batch)
-            self._forward = CudaGraphCache(self._plain)
+        self._set_forward(cuda_graphs)
 
     def _plain(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

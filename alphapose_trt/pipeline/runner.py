@@ -261,6 +261,8 @@ class PosePipeline:
         return decode_ops.decode_heatmaps(heatmaps, crop_boxes, self.fused_ops)
 
     def _pose(self, crops: torch.Tensor) -> torch.Tensor:
+        if crops.shape[0] <= self.config.pose_batch:  # the usual case: one call, no split and join
+            return self.pose(crops)
         return torch.cat([self.pose(c) for c in torch.split(crops, self.config.pose_batch)])
 
     # -- whole batches --------------------------------------------------------------------------
