@@ -9,8 +9,7 @@ Variants: `compiled` (what `bench` runs: reduce-overhead options, cudnn.benchmar
 offers, `benchmark_limit` 0, instead of its first 10), `1x1-as-mm` (Inductor's conv_1x1_as_mm),
 `gemm-autotune` (1x1 convs as Triton-autotuned GEMMs with fused epilogues, convolutions stay on
 cuDNN), `no-pad` (odd channel counts left as they are, as before session 10: see
-alphapose_trt/engines/padding.py), `pad-in-b1` (the zero fourth input channel at batch 1 too, as in
-session 10); `--cudnn-fused` adds the pose net rebuilt on cuDNN's fused conv+bias(+add)+ReLU calls.
+alphapose_trt/engines/padding.py); `--cudnn-fused` adds the pose net rebuilt on cuDNN's fused conv+bias(+add)+ReLU calls.
 Synthetic weights (speed does not depend on the values). Results: benchmarks/README.md.
 cuDNN keeps the algorithm it picked per convolution shape for the whole process, so compare
 cuDNN variants (`compiled`, `no-benchmark`, `cudnn-all`) in separate processes.
@@ -28,7 +27,6 @@ import torch
 import torch._inductor.config as inductor_config
 
 from alphapose_trt.bench import BenchOptions, Stopwatch, load_models, random_inputs
-from alphapose_trt.engines import padding
 from alphapose_trt.engines.compiled import CompiledEngine
 from probe_setup import unpadded  # benchmarks/, the script's folder
 
@@ -44,7 +42,6 @@ VARIANTS = {
         "max_autotune_gemm_backends": "TRITON,ATEN",
     },
     "no-pad": {},
-    "pad-in-b1": {},
 }
 
 
@@ -170,16 +167,6 @@ def bench_cudnn_fused(models, watch, iters: int) -> None:
 
 
 @contextlib.contextmanager
-def rgb_pad_from(batch: int):
-    """Engines traced meanwhile give RGB inputs their zero channel from this batch size on."""
-    old, padding.RGB_PAD_FROM_BATCH = padding.RGB_PAD_FROM_BATCH, batch
-    try:
-        yield
-    finally:
-        padding.RGB_PAD_FROM_BATCH = old
-
-
-@contextlib.contextmanager
 def patched(options: dict):
     old = {k: getattr(inductor_config, k) for k in options}
     for k, v in options.items():
@@ -214,8 +201,7 @@ def main() -> None:
             torch.backends.cudnn.benchmark = variant != "no-benchmark"
             torch.backends.cudnn.benchmark_limit = 0 if variant == "cudnn-all" else 10
             start = time.perf_counter()
-            pad_from = 1 if variant == "pad-in-b1" else padding.RGB_PAD_FROM_BATCH
-            with patched(VARIANTS[variant]), unpadded(variant == "no-pad"), rgb_pad_from(pad_from):
+            with patched(VARIANTS[variant]), unpadded(variant == "no-pad"):
                 mode = "max-autotune" if variant == "gemm-autotune" else "reduce-overhead"
                 engine = CompiledEngine(models[kind], device, "fp16", max_batch=BATCHES[kind][-1],
                                         mode=mode, batch_sizes=BATCHES[kind])

@@ -8,11 +8,6 @@ a zero 256th filter whose output is sliced off give the same result with faster 
 compiled detector at batch 8 went from 2,026 to 2,131 images/s (`benchmarks/model_levers.py
 --variants compiled,pad-channels`). The pose net's 3-channel input and 17 heatmaps gained nothing
 measurable but lose nothing either, so the rule is the same for both models.
-
-At batch 1 the zero input channel costs more than it saves (the detector's kernels: 0.918 ms with
-it, 0.891 ms without, H100, session 10), so a batch size fixed below `RGB_PAD_FROM_BATCH` at
-trace time reads the 3 channels directly; a symbolic batch (torch.export with a dynamic batch)
-always pads.
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 RGB_CHANNELS_TO = 4  # input channels given to convolutions that read 3
-RGB_PAD_FROM_BATCH = 2  # smallest static batch whose RGB input gets that fourth channel
 OUT_CHANNELS_MULTIPLE = 8  # output channels rounded up to this
 
 
@@ -47,19 +41,10 @@ class PaddedConv(nn.Module):
         self.conv.requires_grad_(conv.weight.requires_grad)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.extra_in and _small_static_batch(x):
-            y = self.conv._conv_forward(x, self.conv.weight[:, : x.shape[1]], self.conv.bias)
-        else:
-            if self.extra_in:
-                x = F.pad(x, (0, 0, 0, 0, 0, self.extra_in))
-            y = self.conv(x)
+        if self.extra_in:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.extra_in))
+        y = self.conv(x)
         return y[:, : self.out_channels] if self.conv.out_channels != self.out_channels else y
-
-
-def _small_static_batch(x: torch.Tensor) -> bool:
-    """Whether `x` has a concrete batch size below `RGB_PAD_FROM_BATCH` (not a symbolic one)."""
-    batch = x.shape[0]
-    return isinstance(batch, int) and batch < RGB_PAD_FROM_BATCH
 
 
 def pad_channels(module: nn.Module) -> int:
