@@ -46,13 +46,19 @@ VARIANTS = {
 
 
 def category(name: str) -> str:
+    """conv (cuDNN), gemm (cuBLAS, CUTLASS, Triton templates) or triton (Inductor's pointwise and
+    reduction kernels: a convolution's bias and activation epilogue is named
+    `triton_poi_fused_convolution_...`, so Triton is matched before "conv"; until session 11 those
+    epilogues were counted as conv)."""
     low = name.lower()
-    if "fprop" in low or "conv" in low or "implicit" in low or "cudnn" in low:
-        return "conv"
-    if "gemm" in low or "nvjet" in low or "cutlass" in low or "mm_" in low or low.startswith("triton_tem"):
+    if low.startswith("triton_tem"):
         return "gemm"
     if low.startswith("triton"):
         return "triton"
+    if "fprop" in low or "conv" in low or "implicit" in low or "cudnn" in low:
+        return "conv"
+    if "gemm" in low or "nvjet" in low or "cutlass" in low or "mm_" in low:
+        return "gemm"
     return "other"
 
 

@@ -1,0 +1,165 @@
+"""What fusing each convolution's bias and activation into its cuDNN kernel would save.
+
+    python3 benchmarks/conv_fusion_probe.py [--models detector,pose] [--reps 20]
+    (needs the cuDNN frontend's Python package, `nvidia-cudnn-frontend`, on PYTHONPATH)
+
+Why: the compiled engines run each convolution as a cuDNN kernel followed by an Inductor kernel
+that adds the bias and applies the activation (`triton_poi_fused_convolution_leaky_relu_...`).
+That epilogue reads and writes the whole output once more; at detector batch 8 the five largest
+of them take 0.59 ms of the 3.6-3.7 ms per call (session 11). TensorRT fuses them into the
+convolution. The cuDNN frontend can build the same fusion as an operation graph (conv_fprop ->
+bias -> leaky ReLU / ReLU), which PyTorch does not expose for leaky ReLU.
+
+For every distinct convolution of the model at each batch, as the engines lay it out (fp16,
+channels_last, BatchNorm folded into a bias):
+- `conv`: cuDNN's convolution without bias (F.conv2d, cudnn.benchmark), what the engine runs;
+- `epilogue`: bias + activation over that output as one Inductor kernel (torch.compile, dynamic);
+- `fused`: the cuDNN frontend graph conv -> bias -> activation, the fastest of its heuristic
+  plans (modes A and FALLBACK), and its error against conv + epilogue.
+Times are device time per call in a CUDA graph of `reps` calls (`conv_layers.graph_time_ms`),
+summed over the model's calls of each shape. The activation is the model's (detector: leaky
+ReLU 0.1 after every convolution but the three heads; pose: ReLU after every convolution, which
+overstates the pose net's fusable epilogues slightly: its residual branches add before the ReLU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import glob
+import os
+
+import torch
+import torch._dynamo
+import torch.nn.functional as F
+
+from alphapose_trt.bench import BenchOptions, load_models
+from alphapose_trt.cli import build_parser
+from alphapose_trt.models.darknet import LEAKY_SLOPE
+from conv_layers import BATCHES, conv_calls, graph_time_ms  # benchmarks/, the script's folder
+
+
+def load_cudnn_frontend():
+    """Import the frontend after loading the cuDNN library that torch uses, so both share it."""
+    import nvidia.cudnn
+
+    for lib in sorted(glob.glob(os.path.join(list(nvidia.cudnn.__path__)[0], "lib", "libcudnn.so*"))):
+        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+    import cudnn
+
+    return cudnn
+
+
+class FusedConv:
+    """conv -> bias -> activation as one cuDNN frontend graph on fixed tensors, fastest plan."""
+
+    def __init__(self, cudnn, handle, x, w, b, y, stride, padding, slope: float | None) -> None:
+        half, fp32 = cudnn.data_type.HALF, cudnn.data_type.FLOAT
+        graph = cudnn.pygraph(io_data_type=half, intermediate_data_type=fp32, compute_data_type=fp32, handle=handle)
+        tx = graph.tensor(name="x", dim=list(x.shape), stride=list(x.stride()), data_type=half)
+        tw = graph.tensor(name="w", dim=list(w.shape), stride=list(w.stride()), data_type=half)
+        tb = graph.tensor(name="b", dim=list(b.shape), stride=list(b.stride()), data_type=half)
+        conv = graph.conv_fprop(image=tx, weight=tw, padding=list(padding), stride=list(stride), dilation=[1, 1])
+        biased = graph.bias(name="bias", input=conv, bias=tb)
+        if slope is None:
+            out = graph.relu(name="act", input=biased)
+        else:
+            out = graph.leaky_relu(name="act", input=biased, negative_slope=slope)
+        out.set_output(True).set_data_type(half).set_dim(list(y.shape)).set_stride(list(y.stride()))
+        graph.validate()
+        graph.build_operation_graph()
+        graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+        graph.check_support()
+        graph.build_plans(cudnn.build_plan_policy.ALL)
+        self.graph, self.handle = graph, handle
+        self.pack = {tx: x, tw: w, tb: b, out: y}
+        self.plans = graph.get_execution_plan_count()
+        sizes = []
+        for plan in range(self.plans):
+            try:
+                sizes.append(graph.get_workspace_size_plan_at_index(plan))
+            except Exception:  # noqa: BLE001 - a plan that did not build has no workspace size
+                continue
+        self.workspace = torch.empty(max(sizes, default=0) + 1, device="cuda", dtype=torch.uint8)
+        self.plan = 0
+
+    def __call__(self) -> None:
+        self.graph.execute_plan_at_index(self.pack, self.workspace, self.plan, handle=self.handle)
+
+    def fastest(self, reps: int) -> float:
+        """Time every plan; keep the fastest (what cudnn.benchmark does for the split path)."""
+        times = {}
+        for plan in range(self.plans):
+            self.plan = plan
+            try:
+                times[plan] = graph_time_ms(self, reps)
+            except Exception:  # noqa: BLE001 - plans that did not build, or that refuse capture
+                continue
+        self.plan = min(times, key=times.get)
+        return times[self.plan]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="detector,pose")
+    ap.add_argument("--reps", type=int, default=20)
+    args = ap.parse_args()
+    torch.backends.cudnn.benchmark = True
+    torch._dynamo.config.cache_size_limit = 256  # the epilogue is specialised per output layout
+    cudnn = load_cudnn_frontend()
+    handle = cudnn.create_handle()
+    cudnn.set_stream(handle=handle, stream=torch.cuda.current_stream().cuda_stream)
+    print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version(),
+          "frontend", getattr(cudnn, "__version__", "?"), "backend", cudnn.backend_version(), flush=True)
+    opts = BenchOptions.from_args(build_parser("bench").parse_args(["bench", "--model", "pipeline", "--device", "cuda"]))
+    kinds = args.models.split(",")
+    models, _ = load_models(opts, kinds)
+    for kind in kinds:
+        slope = LEAKY_SLOPE if kind == "detector" else None
+
+        def epilogue(y: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            y = y + b
+            return F.relu(y) if slope is None else F.leaky_relu(y, slope)
+
+        compiled_epilogue = torch.compile(epilogue, dynamic=True)
+        loaded = models[kind]
+        module = loaded.module.to("cuda", torch.float16).to(memory_format=torch.channels_last).eval()
+        h, w = loaded.input_hw
+        for batch in BATCHES[kind]:
+            x0 = torch.rand(batch, 3, h, w, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+            totals = {"conv": 0.0, "epilogue": 0.0, "fused": 0.0}
+            failed = 0
+            print(f"\n{kind} b{batch}: ms per call (x calls of that shape)  conv  epilogue  fused  fused error", flush=True)
+            for (in_shape, w_shape, stride, padding, dilation, groups), count in conv_calls(module, x0).items():
+                if groups != 1 or dilation != (1, 1) or (kind == "detector" and w_shape[0] == 255):
+                    continue  # the heads have no activation; no grouped or dilated convolutions here
+                x = torch.randn(in_shape, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+                wt = (torch.randn(w_shape, device="cuda", dtype=torch.float16) * 0.05).contiguous(memory_format=torch.channels_last)
+                b = (torch.randn(1, w_shape[0], 1, 1, device="cuda", dtype=torch.float16) * 0.1).contiguous(
+                    memory_format=torch.channels_last)
+                y = F.conv2d(x, wt, None, stride, padding)
+                conv_ms = graph_time_ms(lambda: F.conv2d(x, wt, None, stride, padding), args.reps)
+                epi_ms = graph_time_ms(lambda: compiled_epilogue(y, b), args.reps)
+                reference = epilogue(y.float(), b.float())
+                out = torch.empty_like(y)
+                try:
+                    fused = FusedConv(cudnn, handle, x, wt, b, out, stride, padding, slope)
+                    fused_ms = fused.fastest(args.reps)
+                    fused()
+                    torch.cuda.synchronize()
+                    err = float((out.float() - reference).norm() / reference.norm())
+                    fused_text = f"{fused_ms:8.4f}  {err:.1e} ({fused.plans} plans)"
+                except Exception as exc:  # noqa: BLE001 - report the shape the frontend refuses and go on
+                    fused_ms, failed = conv_ms + epi_ms, failed + 1
+                    fused_text = f"   -      {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+                for name, ms in (("conv", conv_ms), ("epilogue", epi_ms), ("fused", fused_ms)):
+                    totals[name] += ms * count
+                print(f"  {in_shape} -> {w_shape} s{stride[0]} x{count:<3} {conv_ms:8.4f} {epi_ms:8.4f} {fused_text}", flush=True)
+            split = totals["conv"] + totals["epilogue"]
+            print(f"{kind} b{batch} total: conv {totals['conv']:.3f} + epilogue {totals['epilogue']:.3f} = {split:.3f} ms; "
+                  f"fused {totals['fused']:.3f} ms ({totals['fused'] - split:+.3f}); shapes the frontend refused: {failed} "
+                  "(counted at the split time)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
