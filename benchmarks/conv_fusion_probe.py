@@ -71,7 +71,7 @@ class FusedConv:
         graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
         graph.check_support()
         graph.build_plans(cudnn.build_plan_policy.ALL)
-        self.graph, self.handle = graph, handle
+        self.cudnn, self.graph, self.handle = cudnn, graph, handle
         self.pack = {tx: x, tw: w, tb: b, out: y}
         self.plans = graph.get_execution_plan_count()
         sizes = []
@@ -84,6 +84,8 @@ class FusedConv:
         self.plan = 0
 
     def __call__(self) -> None:
+        # the stream of the moment: a CUDA graph captures on a side stream of its own
+        self.cudnn.set_stream(handle=self.handle, stream=torch.cuda.current_stream().cuda_stream)
         self.graph.execute_plan_at_index(self.pack, self.workspace, self.plan, handle=self.handle)
 
     def fastest(self, reps: int) -> float:
