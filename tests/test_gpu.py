@@ -84,6 +84,22 @@ def test_engine_matches_eager_fp32(case, backend, precision):
         compare_outputs(model, engine(x), reference(x), TOLERANCE[precision])
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_the_detector_with_its_rgb_block_as_one_kernel_matches_eager_fp32(gpu_detector, precision):
+    """`fuse_rgb`: the first block (RGB conv, BatchNorm, leaky ReLU) as the Triton kernel of
+    engines/rgb_conv.py inside the compiled graph, the other convolutions padded as usual."""
+    from alphapose_trt.engines.rgb_conv import RGBConvBlock
+
+    reference = EagerEngine(gpu_detector, "cuda", "fp32", max_batch=MAX_BATCH, channels_last=False)
+    engine = CompiledEngine(gpu_detector, "cuda", precision, max_batch=MAX_BATCH, mode="reduce-overhead",
+                            batch_sizes=(1, MAX_BATCH), fuse_rgb=True)
+    assert sum(isinstance(m, RGBConvBlock) for m in engine.module.modules()) == 1
+    assert sum(isinstance(m, PaddedConv) for m in engine.module.modules()) == 3  # the 255-channel heads
+    for n in (1, 7):
+        x = natural_inputs(gpu_detector, n, seed=n)
+        compare_outputs(gpu_detector, engine(x), reference(x), TOLERANCE[precision])
+
+
 def test_graph_replays_keep_the_captured_cudnn_flags_without_entering_them(pose_model, monkeypatch):
     """Replays skip `conv_precision` (host time in front of the first kernel), yet an fp32 graph
     stays true fp32 with TF32 allowed globally: its flags were applied when it was captured."""

@@ -67,6 +67,8 @@ class CompiledEngine(ModuleEngine):
 
     mode: torch.compile mode; "max-autotune" (CUDA graphs + kernel autotuning) is the default on
     CUDA and "default" on CPU, where CUDA graphs do not exist.
+    fuse_rgb: on CUDA, run the detector's first block (RGB conv, BatchNorm, leaky ReLU) as one
+    Triton kernel (`rgb_conv`); off until measured against cuDNN on the GPU.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class CompiledEngine(ModuleEngine):
         max_batch: int = 64,
         mode: str | None = None,
         batch_sizes: tuple[int, ...] | None = None,
+        fuse_rgb: bool = False,
     ) -> None:
         device = torch.device(device)
         if mode is None:
@@ -92,8 +95,9 @@ class CompiledEngine(ModuleEngine):
         inductor_config.freezing = True
         _allow_recompiles(len(self.batch_sizes))
         self.mode = mode
-        self.channels_last = device.type == "cuda"
-        self.module = prepare_module(model, device, precision, self.channels_last, pad_convs=self.channels_last)
+        cuda = device.type == "cuda"
+        self.channels_last = cuda
+        self.module = prepare_module(model, device, precision, cuda, pad_convs=cuda, fuse_rgb=fuse_rgb and cuda)
         self._compiled = torch.compile(self.module, dynamic=False, fullgraph=True, options=_options(mode))
         self._set_forward(device.type == "cuda" and "no-cudagraphs" not in mode and mode != "default")
 

@@ -15,16 +15,23 @@ from alphapose_trt.models.load import LoadedModel
 
 
 def prepare_module(
-    model: LoadedModel, device: torch.device, precision: str, channels_last: bool, pad_convs: bool = False
+    model: LoadedModel, device: torch.device, precision: str, channels_last: bool, pad_convs: bool = False,
+    fuse_rgb: bool = False,
 ) -> nn.Module:
     """A deep copy of the model in eval mode on `device`, cast and laid out for inference;
-    `pad_convs` gives odd channel counts tensor-core friendly ones (`padding.pad_channels`)."""
+    `fuse_rgb` runs the detector's RGB block as one Triton kernel (`rgb_conv.fuse_rgb_blocks`),
+    `pad_convs` gives the other odd channel counts tensor-core friendly ones
+    (`padding.pad_channels`)."""
     import copy
 
     from alphapose_trt.engines.base import PRECISIONS
     from alphapose_trt.engines.padding import pad_channels
 
-    module = copy.deepcopy(model.module)
+    module = copy.deepcopy(model.module).eval()
+    if fuse_rgb:
+        from alphapose_trt.engines.rgb_conv import fuse_rgb_blocks
+
+        fuse_rgb_blocks(module)
     if pad_convs:
         pad_channels(module)
     module = module.eval().to(device=device, dtype=PRECISIONS[precision])
