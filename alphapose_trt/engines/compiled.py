@@ -99,7 +99,7 @@ class CompiledEngine(ModuleEngine):
         self.channels_last = cuda
         self.module = prepare_module(model, device, precision, cuda, pad_convs=cuda, fuse_rgb=fuse_rgb and cuda)
         self._compiled = torch.compile(self.module, dynamic=False, fullgraph=True, options=_options(mode))
-        self._set_forward(device.type == "cuda" and "no-cudagraphs" not in mode and mode != "default")
+        self._set_forward(cuda and "no-cudagraphs" not in mode and mode != "default")
 
     def _plain(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

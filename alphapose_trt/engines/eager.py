@@ -27,7 +27,7 @@ def prepare_module(
     from alphapose_trt.engines.base import PRECISIONS
     from alphapose_trt.engines.padding import pad_channels
 
-    module = copy.deepcopy(model.module).eval()
+    module = copy.deepcopy(model.module)
     if fuse_rgb:
         from alphapose_trt.engines.rgb_conv import fuse_rgb_blocks
 
