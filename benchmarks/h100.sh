@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exact commands behind benchmarks/README.md, run on the lent H100 from the repository root:
-#   bash benchmarks/h100.sh tests|models|overhead|fusion|pipeline|profile|aot|autotune|nvdec OUTDIR
+#   bash benchmarks/h100.sh tests|models|overhead|rgb|fusion|pipeline|profile|aot|autotune|nvdec OUTDIR
 # Synthetic weights (speed does not depend on the values); caches under .cache/ so a warm
 # machine reuses weights and Inductor builds between stages. DECODERS=opencv,pyav,nvdec adds PyAV
 # and NVDEC video runs to the pipeline stage (PyAV, PyNvVideoCodec on PYTHONPATH); BACKENDS=compiled runs only that one;
@@ -53,6 +53,10 @@ case $stage in
   overhead)
     # one engine's latency through the call path, b305fe7's call path, and the bare replay
     python3 benchmarks/call_overhead.py --rounds ${ROUNDS:-5} 2>&1 | grep -v Warn | tee "$out/call_overhead.txt" ;;
+  rgb)
+    # the detector's RGB block as one Triton kernel (fuse-rgb) against cuDNN + Inductor (compiled), alternating
+    python3 benchmarks/model_levers.py --models detector --variants compiled,fuse-rgb,compiled,fuse-rgb --profile --top 12 \
+      2>&1 | grep -v Warn | tee "$out/levers_fuse_rgb.txt" ;;
   fusion)
     # each convolution with its bias and activation fused by the cuDNN frontend (wheel carried in .cfe/)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/cfe .cfe/*.whl
