@@ -73,10 +73,10 @@ def rgb_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: 
     out_width = (width + 2 * padding - k) // stride + 1
     y = torch.empty((n, cout, out_height, out_width), device=x.device, dtype=x.dtype,
                     memory_format=torch.channels_last)
-    grid = (n * out_height, triton.cdiv(out_width, BLOCK_W))
+    grid = (n * out_height, -(-out_width // BLOCK_W))
     _rgb_conv_kernel[grid](
         x, weight, bias, y, height, width, out_height, out_width, *x.stride(), *y.stride(), slope,
-        CIN=cin, COUT=cout, COUT_P=triton.next_power_of_2(cout), K=k, STRIDE=stride, PAD=padding, BLOCK=BLOCK_W,
+        CIN=cin, COUT=cout, COUT_P=1 << (cout - 1).bit_length(), K=k, STRIDE=stride, PAD=padding, BLOCK=BLOCK_W,
     )
     return y
 
