@@ -54,8 +54,8 @@ case $stage in
     # one engine's latency through the call path, b305fe7's call path, and the bare replay
     python3 benchmarks/call_overhead.py --rounds ${ROUNDS:-5} 2>&1 | grep -v Warn | tee "$out/call_overhead.txt" ;;
   rgb)
-    # the detector's RGB block as one Triton kernel (fuse-rgb) against cuDNN + Inductor (compiled), alternating
-    python3 benchmarks/model_levers.py --models detector --variants compiled,fuse-rgb,compiled,fuse-rgb --profile --top 12 \
+    # each model's RGB convolution as one Triton kernel (fuse-rgb) against cuDNN + Inductor (compiled), alternating
+    python3 benchmarks/model_levers.py --models detector,pose --variants compiled,fuse-rgb,compiled,fuse-rgb --profile --top 12 \
       2>&1 | grep -v Warn | tee "$out/levers_fuse_rgb.txt" ;;
   fusion)
     # each convolution with its bias and activation fused by the cuDNN frontend (wheel carried in .cfe/)

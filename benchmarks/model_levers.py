@@ -9,8 +9,8 @@ Variants: `compiled` (what `bench` runs: reduce-overhead options, cudnn.benchmar
 offers, `benchmark_limit` 0, instead of its first 10), `1x1-as-mm` (Inductor's conv_1x1_as_mm),
 `gemm-autotune` (1x1 convs as Triton-autotuned GEMMs with fused epilogues, convolutions stay on
 cuDNN), `no-pad` (odd channel counts left as they are, as before session 10: see
-alphapose_trt/engines/padding.py), `fuse-rgb` (the detector's RGB block as one Triton kernel,
-alphapose_trt/engines/rgb_conv.py); `--cudnn-fused` adds the pose net rebuilt on cuDNN's fused conv+bias(+add)+ReLU calls.
+alphapose_trt/engines/padding.py), `fuse-rgb` (each model's RGB convolution with its BatchNorm and
+activation as one Triton kernel, alphapose_trt/engines/rgb_conv.py); `--cudnn-fused` adds the pose net rebuilt on cuDNN's fused conv+bias(+add)+ReLU calls.
 Synthetic weights (speed does not depend on the values). Results: benchmarks/README.md.
 cuDNN keeps the algorithm it picked per convolution shape for the whole process, so compare
 cuDNN variants (`compiled`, `no-benchmark`, `cudnn-all`) in separate processes.

@@ -85,19 +85,20 @@ def test_engine_matches_eager_fp32(case, backend, precision):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_the_detector_with_its_rgb_block_as_one_kernel_matches_eager_fp32(gpu_detector, precision):
-    """`fuse_rgb`: the first block (RGB conv, BatchNorm, leaky ReLU) as the Triton kernel of
+def test_engines_with_their_rgb_convolution_as_one_kernel_match_eager_fp32(case, precision):
+    """`fuse_rgb`: the first convolution with its BatchNorm and activation as the Triton kernel of
     engines/rgb_conv.py inside the compiled graph, the other convolutions padded as usual."""
-    from alphapose_trt.engines.rgb_conv import RGBConvBlock
+    from alphapose_trt.engines.rgb_conv import RGBConv
 
-    reference = EagerEngine(gpu_detector, "cuda", "fp32", max_batch=MAX_BATCH, channels_last=False)
-    engine = CompiledEngine(gpu_detector, "cuda", precision, max_batch=MAX_BATCH, mode="reduce-overhead",
+    model, reference = case
+    engine = CompiledEngine(model, "cuda", precision, max_batch=MAX_BATCH, mode="reduce-overhead",
                             batch_sizes=(1, MAX_BATCH), fuse_rgb=True)
-    assert sum(isinstance(m, RGBConvBlock) for m in engine.module.modules()) == 1
-    assert sum(isinstance(m, PaddedConv) for m in engine.module.modules()) == 3  # the 255-channel heads
+    assert sum(isinstance(m, RGBConv) for m in engine.module.modules()) == 1
+    padded = sum(isinstance(m, PaddedConv) for m in engine.module.modules())
+    assert padded == (3 if model.kind == "detector" else 1)  # the 255-channel heads, the 17 heatmaps
     for n in (1, 7):
-        x = natural_inputs(gpu_detector, n, seed=n)
-        compare_outputs(gpu_detector, engine(x), reference(x), TOLERANCE[precision])
+        x = natural_inputs(model, n, seed=n)
+        compare_outputs(model, engine(x), reference(x), TOLERANCE[precision])
 
 
 def test_graph_replays_keep_the_captured_cudnn_flags_without_entering_them(pose_model, monkeypatch):

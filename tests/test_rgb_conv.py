@@ -1,6 +1,6 @@
-"""The detector's RGB block as one kernel (engines/rgb_conv.py): the folded block computes what the
-block computes, and the Triton kernel what F.conv2d + bias + activation compute (run by Triton's
-interpreter on the CPU; the GPU test runs it compiled)."""
+"""Each model's RGB convolution as one kernel (engines/rgb_conv.py): the folded modules compute
+what the models compute, and the Triton kernel what F.conv2d + bias + activation compute (run by
+Triton's interpreter on the CPU; the GPU test runs it compiled)."""
 
 from __future__ import annotations
 
@@ -15,28 +15,34 @@ import torch
 from torch import nn
 
 from alphapose_trt.engines.eager import prepare_module
-from alphapose_trt.engines.rgb_conv import RGBConvBlock, fuse_rgb_blocks
+from alphapose_trt.engines.rgb_conv import RGBConv, fuse_rgb_convs
 from alphapose_trt.models.darknet import ConvBlock
 
 pytest.importorskip("triton")  # torch's Linux wheels bring it; the kernel module imports it
 
 
-def test_only_the_rgb_block_of_the_detector_is_fused(detector_model):
-    module = copy.deepcopy(detector_model.module)
-    assert fuse_rgb_blocks(module) == 1
-    fused = [m for m in module.modules() if isinstance(m, RGBConvBlock)]
-    assert len(fused) == 1 and fused[0].slope == pytest.approx(0.1) and fused[0].weight.shape[1] == 3
-    assert sum(isinstance(m, ConvBlock) for m in module.modules()) == sum(
-        isinstance(m, ConvBlock) for m in detector_model.module.modules()) - 1
+@pytest.mark.parametrize("kind", ["detector", "pose"])
+def test_only_the_rgb_convolution_is_fused(kind, detector_model, pose_model):
+    model = detector_model if kind == "detector" else pose_model
+    module = copy.deepcopy(model.module)
+    assert fuse_rgb_convs(module) == 1
+    fused = [m for m in module.modules() if isinstance(m, RGBConv)]
+    assert len(fused) == 1 and fused[0].weight.shape[1] == 3
+    assert fused[0].slope == pytest.approx(0.1 if kind == "detector" else 0.0)
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == sum(isinstance(m, nn.Conv2d) for m in model.module.modules()) - 1
+    assert all(c.in_channels != 3 for c in convs)
 
 
-def test_the_fused_detector_computes_what_the_detector_computes(detector_model):
-    """BatchNorm folded into the weights and bias (CPU: the block's F.conv2d path)."""
-    plain = prepare_module(detector_model, torch.device("cpu"), "fp32", channels_last=False)
-    fused = prepare_module(detector_model, torch.device("cpu"), "fp32", channels_last=False, fuse_rgb=True)
-    assert any(isinstance(m, RGBConvBlock) for m in fused.modules())
-    h, w = detector_model.input_hw
-    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(2))
+@pytest.mark.parametrize("kind", ["detector", "pose"])
+def test_the_fused_models_compute_what_the_models_compute(kind, detector_model, pose_model):
+    """BatchNorm folded into the weights and bias (CPU: the module's F.conv2d path)."""
+    model = detector_model if kind == "detector" else pose_model
+    plain = prepare_module(model, torch.device("cpu"), "fp32", channels_last=False)
+    fused = prepare_module(model, torch.device("cpu"), "fp32", channels_last=False, fuse_rgb=True)
+    assert any(isinstance(m, RGBConv) for m in fused.modules())
+    h, w = model.input_hw
+    x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         ref, out = plain(x), fused(x)
     assert (out - ref).abs().amax() <= 1e-4 * ref.abs().amax()
@@ -47,9 +53,10 @@ def test_relu_and_linear_blocks_take_their_slope(activation, slope):
     block = ConvBlock(3, {"batch_normalize": 0, "filters": 8, "size": 3, "stride": 2, "padding": 1, "groups": 1,
                           "activation": "leaky"}).eval()
     block.act = activation
-    fused = RGBConvBlock(block, slope)
+    model = nn.Sequential(block)
+    assert fuse_rgb_convs(model) == 1 and model[0].slope == slope
     x = torch.randn(2, 3, 9, 7)
-    torch.testing.assert_close(fused(x), block(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model(x), block(x), rtol=1e-5, atol=1e-5)
 
 
 _KERNEL_CHECK = textwrap.dedent("""
@@ -75,8 +82,9 @@ _KERNEL_CHECK = textwrap.dedent("""
 
 
 def test_the_kernel_matches_conv_bias_activation():
-    """Two shapes: a row wider than one program's block (70 > 64 pixels), with borders on both
-    sides; a 7x7 stride-2 kernel on channels_last fp16 input with a weight laid out channels_last.
+    """Two shapes: the detector's (3x3, one tile of taps) on a row wider than one program's block
+    (70 > 64 pixels), in fp32 (true fp32 products); the pose stem's (7x7 stride 2: 147 taps in 5
+    tiles) on channels_last fp16 input with a weight laid out channels_last, 20 output channels.
     Triton's interpreter reads TRITON_INTERPRET when a kernel is defined, hence the child process."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     run = subprocess.run([sys.executable, "-c", _KERNEL_CHECK], env=env, capture_output=True, text=True, timeout=300)

@@ -67,8 +67,8 @@ class CompiledEngine(ModuleEngine):
 
     mode: torch.compile mode; "max-autotune" (CUDA graphs + kernel autotuning) is the default on
     CUDA and "default" on CPU, where CUDA graphs do not exist.
-    fuse_rgb: on CUDA, run the detector's first block (RGB conv, BatchNorm, leaky ReLU) as one
-    Triton kernel (`rgb_conv`); off until measured against cuDNN on the GPU.
+    fuse_rgb: on CUDA, run each model's first convolution (reading RGB) with its BatchNorm and
+    activation as one Triton kernel (`rgb_conv`); off until measured against cuDNN on the GPU.
     """
 
     def __init__(

@@ -19,7 +19,8 @@ def prepare_module(
     fuse_rgb: bool = False,
 ) -> nn.Module:
     """A deep copy of the model in eval mode on `device`, cast and laid out for inference;
-    `fuse_rgb` runs the detector's RGB block as one Triton kernel (`rgb_conv.fuse_rgb_blocks`),
+    `fuse_rgb` runs each RGB convolution with its BatchNorm and activation as one Triton kernel
+    (`rgb_conv.fuse_rgb_convs`),
     `pad_convs` gives the other odd channel counts tensor-core friendly ones
     (`padding.pad_channels`)."""
     import copy
@@ -29,9 +30,9 @@ def prepare_module(
 
     module = copy.deepcopy(model.module)
     if fuse_rgb:
-        from alphapose_trt.engines.rgb_conv import fuse_rgb_blocks
+        from alphapose_trt.engines.rgb_conv import fuse_rgb_convs
 
-        fuse_rgb_blocks(module)
+        fuse_rgb_convs(module)
     if pad_convs:
         pad_channels(module)
     module = module.eval().to(device=device, dtype=PRECISIONS[precision])

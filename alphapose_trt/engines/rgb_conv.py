@@ -1,15 +1,18 @@
-"""The detector's first layer (conv 3 -> 32, BatchNorm, leaky ReLU) as one Triton kernel.
+"""The models' first convolution (reading RGB) with its BatchNorm and activation as one Triton kernel.
 
-Why: that layer reads 3 channels at 608x608, which suits no tensor-core kernel. cuDNN spent
-0.457 ms on it at batch 8 (0.14 of its roofline, `benchmarks/conv_layers.py`, H100), and
-Inductor's separate bias-and-activation kernel another 0.126 ms to read and write its 189 MB
-output again: 16 % of the compiled detector's 3.7 ms. Its 27 multiply-adds per output value fit
-plain CUDA cores. A kernel that reads the 3 input channels and writes the activated output once,
-channels_last, is bound by that one write (~0.06 ms at batch 8 at HBM bandwidth).
+Why: a convolution reading 3 channels suits no tensor-core kernel of cuDNN. The detector's
+(3 -> 32, 3x3, at 608x608) took 0.457 ms at batch 8, 0.14 of its roofline (H100,
+`benchmarks/conv_layers.py`), and Inductor's separate bias-and-activation kernel another 0.126 ms
+to read and write its 189 MB output again: 16 % of the compiled detector's 3.7 ms. The pose
+net's (3 -> 64, 7x7, stride 2) took 0.305 ms at batch 64. Here one kernel gathers the input
+patches (channels x kernel taps, 27 or 147 values per output pixel) into a tile, multiplies it
+with the weights on tensor cores (`tl.dot`, fp32 accumulation), adds the bias, applies the
+activation and writes the output once, channels_last. Its bound is that one write (~0.06 ms for
+the detector at batch 8).
 
-`fuse_rgb_blocks` folds BatchNorm into the convolution and swaps each such block of a Darknet
-model for `RGBConvBlock`. On CUDA that runs `rgb_conv`; elsewhere it runs the same arithmetic
-with `F.conv2d`, which is also the reference the tests hold the kernel to.
+`fuse_rgb_convs` folds BatchNorm into the weights and swaps the detector's first Darknet block
+and the pose net's stem convolution for `RGBConv`. On CUDA that runs `rgb_conv`; elsewhere it
+runs the same arithmetic with `F.conv2d`, the reference the tests hold the kernel to.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import triton.language as tl
 from torch import nn
 
 from alphapose_trt.models.darknet import ConvBlock
+from alphapose_trt.models.fastpose import SEResNet
 
 RGB_CHANNELS = 3
 BLOCK_W = 64  # output pixels along a row per program
-# Activations the kernel applies besides leaky ReLU, as the slope for negative values.
-_SLOPES = {nn.ReLU: 0.0, nn.Identity: 1.0}
+BLOCK_TAPS = 32  # (channel, kernel row, kernel column) taps per tile of the product
+MIN_DOT = 16  # tl.dot needs every dimension at least this large
 
 
 @triton.jit
@@ -34,25 +38,31 @@ def _rgb_conv_kernel(
     height, width, out_height, out_width,
     sxn, sxc, sxh, sxw, syn, syc, syh, syw,
     slope,
-    CIN: tl.constexpr, COUT: tl.constexpr, COUT_P: tl.constexpr,
-    K: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, BLOCK: tl.constexpr,
+    CIN: tl.constexpr, COUT: tl.constexpr, COUT_P: tl.constexpr, K: tl.constexpr, STRIDE: tl.constexpr,
+    PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr,
 ):
-    """One program: BLOCK output pixels of one row, every output channel, accumulated in fp32."""
+    """One program: BLOCK output pixels of one output row, every output channel."""
+    TAPS: tl.constexpr = CIN * K * K
     row = tl.program_id(0)
     n = row // out_height
     ho = row % out_height
     wo = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     co = tl.arange(0, COUT_P)
     acc = tl.zeros((BLOCK, COUT_P), dtype=tl.float32)
-    for c in tl.static_range(CIN):
-        for kh in tl.static_range(K):
-            hi = ho * STRIDE - PAD + kh
-            for kw in tl.static_range(K):
-                wi = wo * STRIDE - PAD + kw
-                inside = (wi >= 0) & (wi < width) & (hi >= 0) & (hi < height) & (wo < out_width)
-                xv = tl.load(x_ptr + n * sxn + c * sxc + hi * sxh + wi * sxw, mask=inside, other=0.0)
-                wv = tl.load(w_ptr + ((co * CIN + c) * K + kh) * K + kw, mask=co < COUT, other=0.0)
-                acc += xv.to(tl.float32)[:, None] * wv.to(tl.float32)[None, :]
+    for start in tl.static_range(0, TAPS, BLOCK_K):
+        tap = start + tl.arange(0, BLOCK_K)
+        c, kh, kw = tap // (K * K), (tap // K) % K, tap % K
+        hi = ho * STRIDE - PAD + kh
+        wi = wo[:, None] * STRIDE - PAD + kw[None, :]
+        tap_ok = (tap < TAPS) & (hi >= 0) & (hi < height)
+        inside = tap_ok[None, :] & (wi >= 0) & (wi < width) & (wo < out_width)[:, None]
+        patches = tl.load(x_ptr + n * sxn + (c * sxc + hi * sxh)[None, :] + wi * sxw, mask=inside, other=0.0)
+        weights = tl.load(w_ptr + co[None, :] * TAPS + tap[:, None],
+                          mask=(tap < TAPS)[:, None] & (co < COUT)[None, :], other=0.0)
+        if IEEE:
+            acc = tl.dot(patches, weights, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(patches.to(tl.float16), weights.to(tl.float16), acc)
     acc += tl.load(b_ptr + co, mask=co < COUT, other=0.0).to(tl.float32)[None, :]
     acc = tl.where(acc >= 0, acc, acc * slope)
     out = y_ptr + n * syn + ho * syh + wo[:, None] * syw + co[None, :] * syc
@@ -61,10 +71,10 @@ def _rgb_conv_kernel(
 
 def rgb_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, padding: int,
              slope: float) -> torch.Tensor:
-    """conv2d(x, weight, bias, stride, padding), then x if x >= 0 else slope * x, as one kernel.
+    """conv2d(x, weight, bias, stride, padding), then y if y >= 0 else slope * y, as one kernel.
 
     x: (N, C, H, W) in any layout, C small; weight (Cout, C, K, K); returns (N, Cout, Ho, Wo)
-    channels_last in x's dtype.
+    channels_last in x's dtype. fp16 multiplies in fp16 on tensor cores, fp32 in true fp32.
     """
     weight = weight.contiguous()  # the kernel indexes it densely; an engine may have made it channels_last
     n, cin, height, width = x.shape
@@ -76,20 +86,20 @@ def rgb_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: 
     grid = (n * out_height, -(-out_width // BLOCK_W))
     _rgb_conv_kernel[grid](
         x, weight, bias, y, height, width, out_height, out_width, *x.stride(), *y.stride(), slope,
-        CIN=cin, COUT=cout, COUT_P=1 << (cout - 1).bit_length(), K=k, STRIDE=stride, PAD=padding, BLOCK=BLOCK_W,
+        CIN=cin, COUT=cout, COUT_P=max(MIN_DOT, 1 << (cout - 1).bit_length()), K=k, STRIDE=stride, PAD=padding,
+        BLOCK=BLOCK_W, BLOCK_K=BLOCK_TAPS, IEEE=x.dtype == torch.float32,
     )
     return y
 
 
-class RGBConvBlock(nn.Module):
-    """A `ConvBlock` reading RGB with its BatchNorm folded in: `rgb_conv` on CUDA."""
+class RGBConv(nn.Module):
+    """`conv`, then `bn` (folded into the weights and bias), then y if y >= 0 else slope * y:
+    `rgb_conv` on CUDA, `F.conv2d` elsewhere."""
 
-    def __init__(self, block: ConvBlock, slope: float) -> None:
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, slope: float) -> None:
         super().__init__()
-        conv = block.conv
         weight, bias = conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None
-        if block.bn is not None:
-            bn = block.bn
+        if bn is not None:
             scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
             bias = bn.bias.detach() - bn.running_mean * scale + (0 if bias is None else bias * scale)
             weight = weight * scale[:, None, None, None]
@@ -104,27 +114,32 @@ class RGBConvBlock(nn.Module):
         return torch.where(y >= 0, y, y * self.slope)
 
 
+def _fits(conv: nn.Conv2d) -> bool:
+    """An ungrouped RGB convolution with a square kernel, one stride, one zero padding."""
+    return (conv.in_channels == RGB_CHANNELS and conv.groups == 1 and conv.dilation == (1, 1)
+            and len(set(conv.kernel_size)) == 1 and len(set(conv.stride)) == 1 and len(set(conv.padding)) == 1
+            and conv.padding_mode == "zeros")
+
+
 def _slope(act: nn.Module) -> float | None:
+    """The activation as the slope of its negative side, or None where the kernel has none."""
     if isinstance(act, nn.LeakyReLU):
         return act.negative_slope
-    return _SLOPES.get(type(act))
+    return {nn.ReLU: 0.0, nn.Identity: 1.0}.get(type(act))
 
 
-def fuse_rgb_blocks(module: nn.Module) -> int:
-    """Replace, in place, each Darknet block whose convolution reads RGB (ungrouped, square kernel,
-    equal strides and paddings, no dilation) and whose activation is leaky ReLU, ReLU or linear
-    with its `RGBConvBlock`; returns how many."""
-    replacements = []
-    for name, block in module.named_modules():
-        if not isinstance(block, ConvBlock):
-            continue
-        conv, slope = block.conv, _slope(block.act)
-        if (conv.in_channels != RGB_CHANNELS or conv.groups != 1 or slope is None or conv.dilation != (1, 1)
-                or len(set(conv.kernel_size)) != 1 or len(set(conv.stride)) != 1 or len(set(conv.padding)) != 1
-                or conv.padding_mode != "zeros"):
-            continue
-        replacements.append((name, RGBConvBlock(block, slope)))
-    for name, fused in replacements:
-        parent, _, attr = name.rpartition(".")
-        setattr(module.get_submodule(parent), attr, fused)
-    return len(replacements)
+def fuse_rgb_convs(module: nn.Module) -> int:
+    """Replace, in place, the RGB convolutions the kernel covers with their `RGBConv`: Darknet
+    blocks (conv, BatchNorm, leaky ReLU / ReLU / linear) and the pose net's stem (conv1, bn1,
+    then ReLU, which stays in its forward and changes nothing after the kernel's). Returns how
+    many."""
+    count = 0
+    for name, block in list(module.named_modules()):
+        if isinstance(block, ConvBlock) and _fits(block.conv) and _slope(block.act) is not None:
+            parent, _, attr = name.rpartition(".")
+            setattr(module.get_submodule(parent), attr, RGBConv(block.conv, block.bn, _slope(block.act)))
+            count += 1
+        elif isinstance(block, SEResNet) and _fits(block.conv1):
+            block.conv1, block.bn1 = RGBConv(block.conv1, block.bn1, 0.0), nn.Identity()
+            count += 1
+    return count
