@@ -27,7 +27,7 @@ from alphapose_trt.models.darknet import ConvBlock
 from alphapose_trt.models.fastpose import SEResNet
 
 RGB_CHANNELS = 3
-BLOCK_W = 64  # output pixels along a row per program
+BLOCK_W = 32  # output pixels along a row per program: both models' rows (608, 96) are multiples of 32, not 64
 BLOCK_TAPS = 32  # (channel, kernel row, kernel column) taps per tile of the product
 MIN_DOT = 16  # tl.dot needs every dimension at least this large
 
