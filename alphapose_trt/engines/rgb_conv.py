@@ -38,11 +38,11 @@ def _rgb_conv_kernel(
     height, width, out_height, out_width,
     sxn, sxc, sxh, sxw, syn, syc, syh, syw,
     slope,
-    CIN: tl.constexpr, COUT: tl.constexpr, COUT_P: tl.constexpr, K: tl.constexpr, STRIDE: tl.constexpr,
+    TAPS: tl.constexpr, COUT: tl.constexpr, COUT_P: tl.constexpr, K: tl.constexpr, STRIDE: tl.constexpr,
     PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr,
 ):
-    """One program: BLOCK output pixels of one output row, every output channel."""
-    TAPS: tl.constexpr = CIN * K * K
+    """One program: BLOCK output pixels of one output row, every output channel. TAPS = input
+    channels x K x K, the length of each pixel's patch."""
     row = tl.program_id(0)
     n = row // out_height
     ho = row % out_height
@@ -86,7 +86,7 @@ def rgb_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: 
     grid = (n * out_height, -(-out_width // BLOCK_W))
     _rgb_conv_kernel[grid](
         x, weight, bias, y, height, width, out_height, out_width, *x.stride(), *y.stride(), slope,
-        CIN=cin, COUT=cout, COUT_P=max(MIN_DOT, 1 << (cout - 1).bit_length()), K=k, STRIDE=stride, PAD=padding,
+        TAPS=cin * k * k, COUT=cout, COUT_P=max(MIN_DOT, 1 << (cout - 1).bit_length()), K=k, STRIDE=stride, PAD=padding,
         BLOCK=BLOCK_W, BLOCK_K=BLOCK_TAPS, IEEE=x.dtype == torch.float32,
     )
     return y
