@@ -1,6 +1,6 @@
 """What fusing each convolution's bias and activation into its cuDNN kernel would save.
 
-    python3 benchmarks/conv_fusion_probe.py [--models detector,pose] [--reps 20]
+    python3 benchmarks/conv_fusion_probe.py [--models detector,pose] [--reps 20] [--plans 4]
     (needs the cuDNN frontend's Python package, `nvidia-cudnn-frontend`, on PYTHONPATH)
 
 Why: the compiled engines run each convolution as a cuDNN kernel followed by an Inductor kernel
@@ -14,8 +14,8 @@ For every distinct convolution of the model at each batch, as the engines lay it
 channels_last, BatchNorm folded into a bias):
 - `conv`: cuDNN's convolution without bias (F.conv2d, cudnn.benchmark), what the engine runs;
 - `epilogue`: bias + activation over that output as one Inductor kernel (torch.compile, dynamic);
-- `fused`: the cuDNN frontend graph conv -> bias -> activation, the fastest of its heuristic
-  plans (modes A and FALLBACK), and its error against conv + epilogue.
+- `fused`: the cuDNN frontend graph conv -> bias -> activation, the fastest of the first
+  `--plans` plans its heuristics rank (modes A and FALLBACK), and its error against conv + epilogue.
 Times are device time per call in a CUDA graph of `reps` calls (`conv_layers.graph_time_ms`),
 summed over the model's calls of each shape. The activation is the model's (detector: leaky
 ReLU 0.1 after every convolution but the three heads; pose: ReLU after every convolution, which
@@ -53,7 +53,7 @@ def load_cudnn_frontend():
 class FusedConv:
     """conv -> bias -> activation as one cuDNN frontend graph on fixed tensors, fastest plan."""
 
-    def __init__(self, cudnn, handle, x, w, b, y, stride, padding, slope: float | None) -> None:
+    def __init__(self, cudnn, handle, x, w, b, y, stride, padding, slope: float | None, max_plans: int) -> None:
         half, fp32 = cudnn.data_type.HALF, cudnn.data_type.FLOAT
         graph = cudnn.pygraph(io_data_type=half, intermediate_data_type=fp32, compute_data_type=fp32, handle=handle)
         tx = graph.tensor(name="x", dim=list(x.shape), stride=list(x.stride()), data_type=half)
@@ -70,18 +70,20 @@ class FusedConv:
         graph.build_operation_graph()
         graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
         graph.check_support()
-        graph.build_plans(cudnn.build_plan_policy.ALL)
         self.cudnn, self.graph, self.handle = cudnn, graph, handle
         self.pack = {tx: x, tw: w, tb: b, out: y}
-        self.plans = graph.get_execution_plan_count()
-        sizes = []
-        for plan in range(self.plans):
+        self.built, sizes = [], []
+        # the heuristics' first `max_plans` (runtime-fused plans compile with NVRTC: seconds each)
+        for plan in range(min(graph.get_execution_plan_count(), max_plans)):
             try:
+                graph.build_plan_at_index(plan)
                 sizes.append(graph.get_workspace_size_plan_at_index(plan))
-            except Exception:  # noqa: BLE001 - a plan that did not build has no workspace size
+                self.built.append(plan)
+            except Exception:  # noqa: BLE001 - a plan the backend declines
                 continue
+        self.plans = len(self.built)
         self.workspace = torch.empty(max(sizes, default=0) + 1, device="cuda", dtype=torch.uint8)
-        self.plan = 0
+        self.plan = self.built[0] if self.built else 0
 
     def __call__(self) -> None:
         # the stream of the moment: a CUDA graph captures on a side stream of its own
@@ -94,7 +96,7 @@ class FusedConv:
         Returns (ms, how): in a CUDA graph like the other columns, or, where the frontend refuses
         capture, `reps` back-to-back calls between two events (host launch time included)."""
         times: dict[int, tuple[float, str]] = {}
-        for plan in range(self.plans):
+        for plan in self.built:
             self.plan = plan
             try:
                 times[plan] = (graph_time_ms(self, reps), "graph")
@@ -126,6 +128,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="detector,pose")
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--plans", type=int, default=4, help="time the heuristics' first PLANS fused plans per shape")
     args = ap.parse_args()
     torch.backends.cudnn.benchmark = True
     torch._dynamo.config.cache_size_limit = 256  # the epilogue is specialised per output layout
@@ -166,7 +169,7 @@ def main() -> None:
                 reference = epilogue(y.float(), b.float())
                 out = torch.empty_like(y)
                 try:
-                    fused = FusedConv(cudnn, handle, x, wt, b, out, stride, padding, slope)
+                    fused = FusedConv(cudnn, handle, x, wt, b, out, stride, padding, slope, args.plans)
                     fused_ms, how = fused.fastest(args.reps)
                     fused()
                     torch.cuda.synchronize()

@@ -60,7 +60,8 @@ case $stage in
   fusion)
     # each convolution with its bias and activation fused by the cuDNN frontend (wheel carried in .cfe/)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/cfe .cfe/*.whl
-    PYTHONPATH=$PYTHONPATH:/tmp/cfe python3 benchmarks/conv_fusion_probe.py 2>&1 | grep -v Warn | tee "$out/conv_fusion.txt" ;;
+    PYTHONPATH=$PYTHONPATH:/tmp/cfe timeout ${FUSION_S:-420} python3 benchmarks/conv_fusion_probe.py 2>&1 | grep -v Warn \
+      | tee "$out/conv_fusion.txt" ;;
   models)
     $cli bench --model pose --backend eager,compiled --precision fp16 --batch 1,64 \
       --compile-mode "${COMPILE_MODE:-reduce-overhead}" --outdir "$out/pose" 2>&1 | tail -25
