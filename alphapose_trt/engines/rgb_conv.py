@@ -44,7 +44,7 @@ def _rgb_conv_kernel(
     """One program: BLOCK output pixels of one output row, every output channel. TAPS = input
     channels x K x K, the length of each pixel's patch."""
     row = tl.program_id(0)
-    n = row // out_height
+    n = (row // out_height).to(tl.int64)  # image offsets pass 2**31 elements beyond ~180 detector images
     ho = row % out_height
     wo = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     co = tl.arange(0, COUT_P)
