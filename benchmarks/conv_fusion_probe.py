@@ -1,6 +1,6 @@
 """What fusing each convolution's bias and activation into its cuDNN kernel would save.
 
-    python3 benchmarks/conv_fusion_probe.py [--models detector,pose] [--reps 20] [--plans 4]
+    python3 benchmarks/conv_fusion_probe.py [--models detector,pose] [--reps 20] [--plans 4] [--residual]
     (needs the cuDNN frontend's Python package, `nvidia-cudnn-frontend`, on PYTHONPATH)
 
 Why: the compiled engines run each convolution as a cuDNN kernel followed by an Inductor kernel
@@ -53,7 +53,8 @@ def load_cudnn_frontend():
 class FusedConv:
     """conv -> bias -> activation as one cuDNN frontend graph on fixed tensors, fastest plan."""
 
-    def __init__(self, cudnn, handle, x, w, b, y, stride, padding, slope: float | None, max_plans: int) -> None:
+    def __init__(self, cudnn, handle, x, w, b, y, stride, padding, slope: float | None, max_plans: int,
+                 residual: torch.Tensor | None = None) -> None:
         half, fp32 = cudnn.data_type.HALF, cudnn.data_type.FLOAT
         graph = cudnn.pygraph(io_data_type=half, intermediate_data_type=fp32, compute_data_type=fp32, handle=handle)
         tx = graph.tensor(name="x", dim=list(x.shape), stride=list(x.stride()), data_type=half)
@@ -61,17 +62,23 @@ class FusedConv:
         tb = graph.tensor(name="b", dim=list(b.shape), stride=list(b.stride()), data_type=half)
         conv = graph.conv_fprop(image=tx, weight=tw, padding=list(padding), stride=list(stride), dilation=[1, 1])
         biased = graph.bias(name="bias", input=conv, bias=tb)
-        if slope is None:
+        if residual is not None:
+            tr = graph.tensor(name="r", dim=list(residual.shape), stride=list(residual.stride()), data_type=half)
+        if slope is None:  # pose bottleneck: the residual joins before the ReLU
+            if residual is not None:
+                biased = graph.add(name="residual", a=biased, b=tr)
             out = graph.relu(name="act", input=biased)
-        else:
+        else:  # darknet shortcut: the residual joins after the leaky ReLU
             out = graph.leaky_relu(name="act", input=biased, negative_slope=slope)
+            if residual is not None:
+                out = graph.add(name="residual", a=out, b=tr)
         out.set_output(True).set_data_type(half).set_dim(list(y.shape)).set_stride(list(y.stride()))
         graph.validate()
         graph.build_operation_graph()
         graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
         graph.check_support()
         self.cudnn, self.graph, self.handle = cudnn, graph, handle
-        self.pack = {tx: x, tw: w, tb: b, out: y}
+        self.pack = {tx: x, tw: w, tb: b, out: y, **({tr: residual} if residual is not None else {})}
         self.built, sizes = [], []
         # the heuristics' first `max_plans` (runtime-fused plans compile with NVRTC: seconds each)
         for plan in range(min(graph.get_execution_plan_count(), max_plans)):
@@ -129,6 +136,9 @@ def main() -> None:
     ap.add_argument("--models", default="detector,pose")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--plans", type=int, default=4, help="time the heuristics' first PLANS fused plans per shape")
+    ap.add_argument("--residual", action="store_true",
+                    help="every shape also adds a residual of the output's shape (pose: before the ReLU, "
+                         "as its bottlenecks; detector: after the leaky ReLU, as its shortcuts)")
     args = ap.parse_args()
     torch.backends.cudnn.benchmark = True
     torch._dynamo.config.cache_size_limit = 256  # the epilogue is specialised per output layout
@@ -143,9 +153,12 @@ def main() -> None:
     for kind in kinds:
         slope = LEAKY_SLOPE if kind == "detector" else None
 
-        def epilogue(y: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        def epilogue(y: torch.Tensor, b: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
             y = y + b
-            return F.relu(y) if slope is None else F.leaky_relu(y, slope)
+            if slope is None:
+                return F.relu(y if r is None else y + r)
+            y = F.leaky_relu(y, slope)
+            return y if r is None else y + r
 
         compiled_epilogue = torch.compile(epilogue, dynamic=True)
         loaded = models[kind]
@@ -155,7 +168,8 @@ def main() -> None:
             x0 = torch.rand(batch, 3, h, w, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
             totals = {"conv": 0.0, "epilogue": 0.0, "fused": 0.0}
             failed = 0
-            print(f"\n{kind} b{batch}: ms per call (x calls of that shape)  conv  epilogue  fused  fused error", flush=True)
+            print(f"\n{kind} b{batch}{' with a residual' if args.residual else ''}: ms per call (x calls of that shape)  "
+                  "conv  epilogue  fused  fused error", flush=True)
             for (in_shape, w_shape, stride, padding, dilation, groups), count in conv_calls(module, x0).items():
                 if groups != 1 or dilation != (1, 1) or (kind == "detector" and w_shape[0] == 255):
                     continue  # the heads have no activation; no grouped or dilated convolutions here
@@ -164,12 +178,13 @@ def main() -> None:
                 b = (torch.randn(1, w_shape[0], 1, 1, device="cuda", dtype=torch.float16) * 0.1).contiguous(
                     memory_format=torch.channels_last)
                 y = F.conv2d(x, wt, None, stride, padding)
+                r = torch.randn_like(y) if args.residual else None
                 conv_ms = graph_time_ms(lambda: F.conv2d(x, wt, None, stride, padding), args.reps)
-                epi_ms = graph_time_ms(lambda: compiled_epilogue(y, b), args.reps)
-                reference = epilogue(y.float(), b.float())
+                epi_ms = graph_time_ms(lambda: compiled_epilogue(y, b, r), args.reps)
+                reference = epilogue(y.float(), b.float(), None if r is None else r.float())
                 out = torch.empty_like(y)
                 try:
-                    fused = FusedConv(cudnn, handle, x, wt, b, out, stride, padding, slope, args.plans)
+                    fused = FusedConv(cudnn, handle, x, wt, b, out, stride, padding, slope, args.plans, r)
                     fused_ms, how = fused.fastest(args.reps)
                     fused()
                     torch.cuda.synchronize()

@@ -58,9 +58,10 @@ case $stage in
     python3 benchmarks/model_levers.py --models detector,pose --variants compiled,fuse-rgb,compiled,fuse-rgb --profile --top 12 \
       2>&1 | grep -v Warn | tee "$out/levers_fuse_rgb.txt" ;;
   fusion)
-    # each convolution with its bias and activation fused by the cuDNN frontend (wheel carried in .cfe/)
+    # each convolution with its bias and activation fused by the cuDNN frontend (wheel carried in .cfe/);
+    # FUSION_ARGS="--residual" adds each model's residual join to every shape
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/cfe .cfe/*.whl
-    PYTHONPATH=$PYTHONPATH:/tmp/cfe timeout ${FUSION_S:-420} python3 benchmarks/conv_fusion_probe.py 2>&1 | grep -v Warn \
+    PYTHONPATH=$PYTHONPATH:/tmp/cfe timeout ${FUSION_S:-420} python3 benchmarks/conv_fusion_probe.py ${FUSION_ARGS:-} 2>&1 | grep -v Warn \
       | tee "$out/conv_fusion.txt" ;;
   models)
     $cli bench --model pose --backend eager,compiled --precision fp16 --batch 1,64 \
