@@ -113,13 +113,16 @@ class FusedConv(torch.nn.Module):
 
 
 class FusedBottleneck(torch.nn.Module):
-    def __init__(self, block) -> None:
+    """`make(conv, bn, relu)` builds each fused convolution; its forward takes an optional residual
+    that joins before the ReLU."""
+
+    def __init__(self, block, make=FusedConv) -> None:
         super().__init__()
-        self.c1 = FusedConv(block.conv1, block.bn1, True)
-        self.c2 = FusedConv(block.conv2, block.bn2, True)
-        self.c3 = FusedConv(block.conv3, block.bn3, False)
+        self.c1 = make(block.conv1, block.bn1, True)
+        self.c2 = make(block.conv2, block.bn2, True)
+        self.c3 = make(block.conv3, block.bn3, False)
         self.se = block.se
-        self.down = None if block.downsample is None else FusedConv(block.downsample[0], block.downsample[1], False)
+        self.down = None if block.downsample is None else make(block.downsample[0], block.downsample[1], False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.c2(self.c1(x))
@@ -132,18 +135,18 @@ class FusedBottleneck(torch.nn.Module):
 class FusedFastPose(torch.nn.Module):
     """FastPose with every conv+BN(+add)+ReLU as one cuDNN fused call (fp16, channels_last)."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, make=FusedConv) -> None:
         super().__init__()
         pre = model.preact
-        self.stem = FusedConv(pre.conv1, pre.bn1, True)
+        self.stem = make(pre.conv1, pre.bn1, True)
         self.maxpool = pre.maxpool
-        self.blocks = torch.nn.Sequential(*[FusedBottleneck(b) for n in ("layer1", "layer2", "layer3", "layer4")
+        self.blocks = torch.nn.Sequential(*[FusedBottleneck(b, make) for n in ("layer1", "layer2", "layer3", "layer4")
                                             for b in getattr(pre, n)])
         self.shuffle = model.suffle1
-        self.duc1 = FusedConv(model.duc1.conv, model.duc1.bn, True)
-        self.duc2 = FusedConv(model.duc2.conv, model.duc2.bn, True)
+        self.duc1 = make(model.duc1.conv, model.duc1.bn, True)
+        self.duc2 = make(model.duc2.conv, model.duc2.bn, True)
         self.ps = model.duc1.pixel_shuffle
-        self.out = FusedConv(model.conv_out, None, False)
+        self.out = make(model.conv_out, None, False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.maxpool(self.stem(x.contiguous(memory_format=torch.channels_last))))

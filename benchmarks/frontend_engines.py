@@ -1,0 +1,212 @@
+"""Both models with every convolution's BatchNorm, bias, activation (and the pose net's residual
+join) fused into one cuDNN frontend graph per convolution, against the compiled engines.
+
+    python3 benchmarks/frontend_engines.py [--models detector,pose] [--plans 4] [--rounds 2]
+    (needs `nvidia-cudnn-frontend` on PYTHONPATH; `bash benchmarks/h100.sh frontend OUT`)
+
+Why: `conv_fusion_probe.py` times the fusion layer by layer; this times it where it counts, in
+whole models. Each model runs eagerly in one CUDA graph per batch (`CudaGraphCache`):
+- pose: the session-3 `FusedFastPose` of `model_levers.py`, built on `FrontendConv`: stem,
+  bottlenecks (conv + bias + ReLU, the third conv with its residual before the ReLU where no SE
+  sits between them), DUC layers and the output convolution;
+- detector: every Darknet block (conv, BatchNorm, leaky ReLU or linear) as one `FrontendConv`;
+  shortcuts, routes, pools and the YOLO heads stay PyTorch ops.
+Each row gives its latency and throughput, the compiled engine's alternately in the same
+process, and its largest error against eager fp16 (relative to the output's range).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+from alphapose_trt.bench import BenchOptions, Stopwatch, load_models, random_inputs
+from alphapose_trt.cli import build_parser
+from alphapose_trt.engines.compiled import CompiledEngine
+from alphapose_trt.engines.eager import CudaGraphCache, EagerEngine
+from alphapose_trt.models.darknet import ConvBlock
+from conv_fusion_probe import event_time_ms, load_cudnn_frontend  # benchmarks/, the script's folder
+from conv_layers import BATCHES
+from model_levers import FusedFastPose
+
+
+class FrontendConv(torch.nn.Module):
+    """conv -> bias (BatchNorm folded) -> [+ residual -> ReLU | activation] as one cuDNN frontend
+    graph, built per input shape with the fastest of the heuristics' first `plans` plans.
+
+    act: "relu", a leaky ReLU slope, or None (linear). A residual, where given, joins before a ReLU
+    (the pose bottleneck's `cudnn_convolution_add_relu` in `model_levers.FusedConv`). A shape no
+    fused plan builds for runs as PyTorch ops and is listed in `declined`.
+    """
+
+    declined: set = set()
+
+    def __init__(self, cudnn, handle, conv: torch.nn.Conv2d, bn, act, plans: int) -> None:
+        super().__init__()
+        w = conv.weight.detach().float()
+        b = torch.zeros(w.shape[0], device=w.device) if conv.bias is None else conv.bias.detach().float()
+        if bn is not None:
+            scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
+            w = w * scale[:, None, None, None]
+            b = (b - bn.running_mean.float()) * scale + bn.bias.detach().float()
+        self.weight = w.half().contiguous(memory_format=torch.channels_last)
+        self.bias = b.half().reshape(1, -1, 1, 1).contiguous(memory_format=torch.channels_last)
+        self.conv_args = (conv.stride, conv.padding, conv.dilation, conv.groups)
+        self.cudnn, self.handle, self.act, self.plans = cudnn, handle, act, plans
+        self.graphs: dict[tuple, tuple] = {}
+
+    def _build(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None) -> tuple:
+        cudnn = self.cudnn
+        half, fp32 = cudnn.data_type.HALF, cudnn.data_type.FLOAT
+        stride, padding, dilation, groups = self.conv_args
+        if groups != 1:
+            raise ValueError("grouped convolutions are not built here")
+        graph = cudnn.pygraph(io_data_type=half, intermediate_data_type=fp32, compute_data_type=fp32, handle=self.handle)
+
+        def tensor(name: str, t: torch.Tensor):
+            return graph.tensor(name=name, dim=list(t.shape), stride=list(t.stride()), data_type=half)
+
+        tx, tw, tb = tensor("x", x), tensor("w", self.weight), tensor("b", self.bias)
+        out = graph.bias(name="bias", input=graph.conv_fprop(image=tx, weight=tw, padding=list(padding),
+                                                              stride=list(stride), dilation=list(dilation)), bias=tb)
+        tz = None
+        if z is not None:
+            tz = tensor("z", z)
+            out = graph.relu(name="act", input=graph.add(name="residual", a=out, b=tz))
+        elif self.act == "relu":
+            out = graph.relu(name="act", input=out)
+        elif self.act is not None:
+            out = graph.leaky_relu(name="act", input=out, negative_slope=self.act)
+        out.set_output(True).set_data_type(half).set_dim(list(y.shape)).set_stride(list(y.stride()))
+        graph.validate()
+        graph.build_operation_graph()
+        graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+        graph.check_support()
+        built = []
+        for plan in range(min(graph.get_execution_plan_count(), self.plans)):
+            try:
+                graph.build_plan_at_index(plan)
+                built.append((plan, graph.get_workspace_size_plan_at_index(plan)))
+            except Exception:  # noqa: BLE001 - a plan the backend declines
+                continue
+        if not built:
+            raise RuntimeError(f"no fused plan builds for input {tuple(x.shape)}, weight {tuple(self.weight.shape)}")
+        workspace = torch.empty(max(size for _, size in built) + 1, device=x.device, dtype=torch.uint8)
+        entry = [graph, tx, tw, tb, tz, out, workspace, built[0][0]]
+
+        def run(plan: int) -> None:
+            pack = {tx: x, tw: self.weight, tb: self.bias, out: y, **({tz: z} if z is not None else {})}
+            graph.execute_plan_at_index(pack, workspace, plan, handle=self.handle)
+
+        times = {}
+        for plan, _ in built:
+            try:
+                times[plan] = event_time_ms(lambda: run(plan), 5)
+            except Exception:  # noqa: BLE001 - a plan that does not run
+                continue
+        entry[-1] = min(times, key=times.get)
+        return tuple(entry)
+
+    def _torch(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        y = F.conv2d(x, self.weight, self.bias.flatten(), *self.conv_args)
+        if z is not None:
+            return torch.relu(y + z)
+        if self.act == "relu":
+            return torch.relu(y)
+        return y if self.act is None else F.leaky_relu(y, self.act)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        self.cudnn.set_stream(handle=self.handle, stream=torch.cuda.current_stream().cuda_stream)
+        stride, padding, dilation, _ = self.conv_args
+        kh, kw = self.weight.shape[2:]
+        ho = (x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+        wo = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+        y = torch.empty((x.shape[0], self.weight.shape[0], ho, wo), device=x.device, dtype=x.dtype,
+                        memory_format=torch.channels_last)
+        key = (tuple(x.shape), z is not None)
+        if key not in self.graphs:
+            try:
+                self.graphs[key] = self._build(x, y, z)
+            except Exception as exc:  # noqa: BLE001 - run this shape unfused, and say so
+                self.graphs[key] = None
+                self.declined.add(f"{tuple(x.shape)} -> {tuple(self.weight.shape)}: {type(exc).__name__}")
+        if self.graphs[key] is None:
+            return self._torch(x, z)
+        graph, tx, tw, tb, tz, out, workspace, plan = self.graphs[key]
+        pack = {tx: x, tw: self.weight, tb: self.bias, out: y, **({tz: z} if z is not None else {})}
+        graph.execute_plan_at_index(pack, workspace, plan, handle=self.handle)
+        return y
+
+
+def frontend_detector(module: torch.nn.Module, make) -> torch.nn.Module:
+    """A copy of the detector with each Darknet block (leaky or linear) as `make(conv, bn, act)`."""
+    module = copy.deepcopy(module)
+    for name, block in list(module.named_modules()):
+        if isinstance(block, ConvBlock) and isinstance(block.act, (torch.nn.LeakyReLU, torch.nn.Identity)):
+            act = block.act.negative_slope if isinstance(block.act, torch.nn.LeakyReLU) else None
+            parent, _, attr = name.rpartition(".")
+            setattr(module.get_submodule(parent), attr, make(block.conv, block.bn, act))
+    return module
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="detector,pose")
+    ap.add_argument("--plans", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=100)
+    args = ap.parse_args()
+    torch.backends.cudnn.benchmark = True
+    cudnn = load_cudnn_frontend()
+    handle = cudnn.create_handle()
+    print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version(),
+          "frontend", getattr(cudnn, "__version__", "?"), flush=True)
+    opts = BenchOptions.from_args(build_parser("bench").parse_args(["bench", "--model", "pipeline", "--device", "cuda"]))
+    kinds = args.models.split(",")
+    models, _ = load_models(opts, kinds)
+    watch = Stopwatch(torch.device("cuda"))
+    for kind in kinds:
+        batches = BATCHES[kind]
+        reference = EagerEngine(models[kind], "cuda", "fp16", max_batch=batches[-1])
+        module = reference.module
+        if kind == "pose":
+            fused = FusedFastPose(module, lambda conv, bn, relu: FrontendConv(cudnn, handle, conv, bn, "relu" if relu else None,
+                                                                              args.plans))
+        else:
+            fused = frontend_detector(module, lambda conv, bn, act: FrontendConv(cudnn, handle, conv, bn, act, args.plans))
+        graphs = CudaGraphCache(fused)
+        compiled = CompiledEngine(models[kind], "cuda", "fp16", max_batch=batches[-1], mode="reduce-overhead",
+                                  batch_sizes=batches)
+        compiled.warmup()
+
+        @torch.inference_mode()
+        def frontend(x: torch.Tensor) -> torch.Tensor:
+            return graphs(x)
+
+        for batch in batches:
+            inputs = random_inputs(reference, batch, 3, batch)
+            want, got = reference(inputs[0]).float(), frontend(inputs[0]).float()
+            err = float((want - got).abs().amax() / want.abs().amax())
+            for line in sorted(FrontendConv.declined):
+                print(f"  unfused (no plan built): {line}", flush=True)
+            FrontendConv.declined.clear()
+            for name, call in (("frontend", frontend), ("compiled", compiled)):
+                for i in range(10):
+                    call(inputs[i % 3])
+            for round_ in range(args.rounds):
+                for name, call in (("frontend", frontend), ("compiled", compiled)):
+                    lat = statistics.median(watch.latencies_ms(call, inputs, args.iters))
+                    total = watch.total_ms(call, inputs, args.iters)
+                    extra = f"  max error vs eager fp16 {err:.1e}" if name == "frontend" else ""
+                    print(f"{kind:8s} {name:9s} b{batch:<3d} round {round_}: latency {lat:7.3f} ms  "
+                          f"{batch * args.iters / total * 1e3:9.0f} items/s{extra}", flush=True)
+        compiled.close()
+
+
+if __name__ == "__main__":
+    main()
