@@ -128,7 +128,7 @@ class FrontendConv(torch.nn.Module):
         wo = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
         y = torch.empty((x.shape[0], self.weight.shape[0], ho, wo), device=x.device, dtype=x.dtype,
                         memory_format=torch.channels_last)
-        key = (tuple(x.shape), z is not None)
+        key = (tuple(x.shape), None if z is None else z.stride())  # a graph holds its tensors' strides
         if key not in self.graphs:
             try:
                 self.graphs[key] = self._build(x, y, z)
