@@ -1,6 +1,6 @@
 """What fusing each convolution's bias and activation into its cuDNN kernel would save.
 
-    python3 benchmarks/conv_fusion_probe.py [--models detector,pose] [--reps 20] [--plans 4] [--residual]
+    python3 benchmarks/conv_fusion_probe.py [--models detector,pose] [--reps 20] [--plans 4] [--large] [--residual]
     (needs the cuDNN frontend's Python package, `nvidia-cudnn-frontend`, on PYTHONPATH)
 
 Why: the compiled engines run each convolution as a cuDNN kernel followed by an Inductor kernel
@@ -136,6 +136,7 @@ def main() -> None:
     ap.add_argument("--models", default="detector,pose")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--plans", type=int, default=4, help="time the heuristics' first PLANS fused plans per shape")
+    ap.add_argument("--large", action="store_true", help="only each model's large batch (8 and 64)")
     ap.add_argument("--residual", action="store_true",
                     help="every shape also adds a residual of the output's shape (pose: before the ReLU, "
                          "as its bottlenecks; detector: after the leaky ReLU, as its shortcuts)")
@@ -164,7 +165,7 @@ def main() -> None:
         loaded = models[kind]
         module = loaded.module.to("cuda", torch.float16).to(memory_format=torch.channels_last).eval()
         h, w = loaded.input_hw
-        for batch in BATCHES[kind]:
+        for batch in BATCHES[kind][-1:] if args.large else BATCHES[kind]:
             x0 = torch.rand(batch, 3, h, w, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
             totals = {"conv": 0.0, "epilogue": 0.0, "fused": 0.0}
             failed = 0

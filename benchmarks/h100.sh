@@ -59,9 +59,9 @@ case $stage in
       2>&1 | grep -v Warn | tee "$out/levers_fuse_rgb.txt" ;;
   fusion)
     # each convolution with its bias and activation fused by the cuDNN frontend (wheel carried in .cfe/);
-    # FUSION_ARGS="--residual" adds each model's residual join to every shape
+    # batches 8 and 64 by default; FUSION_ARGS="--large --residual" adds each model's residual join to every shape
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/cfe .cfe/*.whl
-    PYTHONPATH=$PYTHONPATH:/tmp/cfe timeout ${FUSION_S:-420} python3 benchmarks/conv_fusion_probe.py ${FUSION_ARGS:-} 2>&1 | grep -v Warn \
+    PYTHONPATH=$PYTHONPATH:/tmp/cfe timeout ${FUSION_S:-420} python3 benchmarks/conv_fusion_probe.py ${FUSION_ARGS:---large} 2>&1 | grep -v Warn \
       | tee "$out/conv_fusion.txt" ;;
   frontend)
     # both models with every convolution fused by the cuDNN frontend, against the compiled engines (wheel in .cfe/)
