@@ -31,10 +31,10 @@ from alphapose_trt.engines.eager import CudaGraphCache, EagerEngine
 from alphapose_trt.models.darknet import ConvBlock
 from conv_fusion_probe import event_time_ms, load_cudnn_frontend  # benchmarks/, the script's folder
 from conv_layers import BATCHES
-from model_levers import FusedFastPose
+from model_levers import FusedConv, FusedFastPose
 
 
-class FrontendConv(torch.nn.Module):
+class FrontendConv(FusedConv):
     """conv -> bias (BatchNorm folded) -> [+ residual -> ReLU | activation] as one cuDNN frontend
     graph, built per input shape with the fastest of the heuristics' first `plans` plans.
 
@@ -46,23 +46,15 @@ class FrontendConv(torch.nn.Module):
     declined: set = set()
 
     def __init__(self, cudnn, handle, conv: torch.nn.Conv2d, bn, act, plans: int) -> None:
-        super().__init__()
-        w = conv.weight.detach().float()
-        b = torch.zeros(w.shape[0], device=w.device) if conv.bias is None else conv.bias.detach().float()
-        if bn is not None:
-            scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
-            w = w * scale[:, None, None, None]
-            b = (b - bn.running_mean.float()) * scale + bn.bias.detach().float()
-        self.weight = w.half().contiguous(memory_format=torch.channels_last)
-        self.bias = b.half().reshape(1, -1, 1, 1).contiguous(memory_format=torch.channels_last)
-        self.conv_args = (conv.stride, conv.padding, conv.dilation, conv.groups)
+        super().__init__(conv, bn, act == "relu")  # BatchNorm folded, fp16, channels_last weights
+        self.bias = self.bias.reshape(1, -1, 1, 1).contiguous(memory_format=torch.channels_last)
         self.cudnn, self.handle, self.act, self.plans = cudnn, handle, act, plans
         self.graphs: dict[tuple, tuple] = {}
 
     def _build(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None) -> tuple:
         cudnn = self.cudnn
         half, fp32 = cudnn.data_type.HALF, cudnn.data_type.FLOAT
-        stride, padding, dilation, groups = self.conv_args
+        stride, padding, dilation, groups = self.args
         if groups != 1:
             raise ValueError("grouped convolutions are not built here")
         graph = cudnn.pygraph(io_data_type=half, intermediate_data_type=fp32, compute_data_type=fp32, handle=self.handle)
@@ -112,7 +104,7 @@ class FrontendConv(torch.nn.Module):
         return tuple(entry)
 
     def _torch(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        y = F.conv2d(x, self.weight, self.bias.flatten(), *self.conv_args)
+        y = F.conv2d(x, self.weight, self.bias.flatten(), *self.args)
         if z is not None:
             return torch.relu(y + z)
         if self.act == "relu":
@@ -122,7 +114,7 @@ class FrontendConv(torch.nn.Module):
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
         self.cudnn.set_stream(handle=self.handle, stream=torch.cuda.current_stream().cuda_stream)
-        stride, padding, dilation, _ = self.conv_args
+        stride, padding, dilation, _ = self.args
         kh, kw = self.weight.shape[2:]
         ho = (x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
         wo = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1

@@ -26,6 +26,7 @@ import time
 
 import torch
 import torch._inductor.config as inductor_config
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from alphapose_trt.bench import BenchOptions, Stopwatch, load_models, random_inputs
 from alphapose_trt.engines.compiled import CompiledEngine
@@ -92,14 +93,13 @@ class FusedConv(torch.nn.Module):
 
     def __init__(self, conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None, relu: bool) -> None:
         super().__init__()
-        w, b = conv.weight.detach().float(), conv.bias
-        b = torch.zeros(w.shape[0], device=w.device) if b is None else b.detach().float()
+        w = conv.weight.detach().float()
+        b = torch.zeros(w.shape[0], device=w.device) if conv.bias is None else conv.bias.detach().float()
         if bn is not None:
-            scale = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
-            w = w * scale[:, None, None, None]
-            b = (b - bn.running_mean.float()) * scale + bn.bias.detach().float()
-        self.weight = w.half().contiguous(memory_format=torch.channels_last)
-        self.bias = b.half()
+            w, b = fuse_conv_bn_weights(w, b, bn.running_mean.float(), bn.running_var.float(), bn.eps,
+                                        bn.weight.detach().float(), bn.bias.detach().float())
+        self.weight = w.detach().half().contiguous(memory_format=torch.channels_last)
+        self.bias = b.detach().half()
         self.args = (list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups)
         self.relu = relu
 

@@ -18,11 +18,12 @@ def prepare_module(
     model: LoadedModel, device: torch.device, precision: str, channels_last: bool, pad_convs: bool = False,
     fuse_rgb: bool = False,
 ) -> nn.Module:
-    """A deep copy of the model in eval mode on `device`, cast and laid out for inference;
-    `fuse_rgb` runs each RGB convolution with its BatchNorm and activation as one Triton kernel
-    (`rgb_conv.fuse_rgb_convs`),
-    `pad_convs` gives the other odd channel counts tensor-core friendly ones
-    (`padding.pad_channels`)."""
+    """A deep copy of the model in eval mode on `device`, cast and laid out for inference.
+
+    fuse_rgb: each RGB convolution with its BatchNorm and activation as one Triton kernel
+    (`rgb_conv.fuse_rgb_convs`). pad_convs: the other odd channel counts made tensor-core
+    friendly (`padding.pad_channels`).
+    """
     import copy
 
     from alphapose_trt.engines.base import PRECISIONS

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-RGB_CHANNELS_TO = 4  # input channels given to convolutions that read 3
+RGB_CHANNELS = 3
+RGB_CHANNELS_TO = 4  # input channels given to convolutions that read RGB
 OUT_CHANNELS_MULTIPLE = 8  # output channels rounded up to this
 
 
@@ -54,7 +55,7 @@ def pad_channels(module: nn.Module) -> int:
     for name, conv in module.named_modules():
         if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
             continue
-        cin = RGB_CHANNELS_TO if conv.in_channels == 3 else conv.in_channels
+        cin = RGB_CHANNELS_TO if conv.in_channels == RGB_CHANNELS else conv.in_channels
         cout = -(-conv.out_channels // OUT_CHANNELS_MULTIPLE) * OUT_CHANNELS_MULTIPLE
         if (cin, cout) != (conv.in_channels, conv.out_channels):
             replacements.append((name, PaddedConv(conv, cin, cout)))

@@ -22,11 +22,12 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
+from alphapose_trt.engines.padding import RGB_CHANNELS
 from alphapose_trt.models.darknet import ConvBlock
 from alphapose_trt.models.fastpose import SEResNet
 
-RGB_CHANNELS = 3
 BLOCK_W = 32  # output pixels along a row per program: both models' rows (608, 96) are multiples of 32, not 64
 BLOCK_TAPS = 32  # (channel, kernel row, kernel column) taps per tile of the product
 MIN_DOT = 16  # tl.dot needs every dimension at least this large
@@ -98,13 +99,11 @@ class RGBConv(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, slope: float) -> None:
         super().__init__()
-        weight, bias = conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None
+        weight, bias = conv.weight, conv.bias
         if bn is not None:
-            scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-            bias = bn.bias.detach() - bn.running_mean * scale + (0 if bias is None else bias * scale)
-            weight = weight * scale[:, None, None, None]
-        self.register_buffer("weight", weight.contiguous())
-        self.register_buffer("bias", torch.zeros(conv.out_channels) if bias is None else bias.clone())
+            weight, bias = fuse_conv_bn_weights(weight, bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+        self.register_buffer("weight", weight.detach().contiguous())
+        self.register_buffer("bias", torch.zeros(conv.out_channels) if bias is None else bias.detach().clone())
         self.stride, self.padding, self.slope = conv.stride[0], conv.padding[0], slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,9 +134,10 @@ def fuse_rgb_convs(module: nn.Module) -> int:
     many."""
     count = 0
     for name, block in list(module.named_modules()):
-        if isinstance(block, ConvBlock) and _fits(block.conv) and _slope(block.act) is not None:
+        slope = _slope(block.act) if isinstance(block, ConvBlock) else None
+        if slope is not None and _fits(block.conv):
             parent, _, attr = name.rpartition(".")
-            setattr(module.get_submodule(parent), attr, RGBConv(block.conv, block.bn, _slope(block.act)))
+            setattr(module.get_submodule(parent), attr, RGBConv(block.conv, block.bn, slope))
             count += 1
         elif isinstance(block, SEResNet) and _fits(block.conv1):
             block.conv1, block.bn1 = RGBConv(block.conv1, block.bn1, 0.0), nn.Identity()

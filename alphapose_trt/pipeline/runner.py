@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from alphapose_trt.engines.base import Engine, pad_rows
+from alphapose_trt.engines.base import Engine, map_chunks, pad_rows
 from alphapose_trt.engines.eager import CudaGraphCache
 from alphapose_trt.errors import AlphaPoseTrtError
 from alphapose_trt.pipeline import crop as crop_ops
@@ -261,9 +261,7 @@ class PosePipeline:
         return decode_ops.decode_heatmaps(heatmaps, crop_boxes, self.fused_ops)
 
     def _pose(self, crops: torch.Tensor) -> torch.Tensor:
-        if crops.shape[0] <= self.config.pose_batch:  # the usual case: one call, no split and join
-            return self.pose(crops)
-        return torch.cat([self.pose(c) for c in torch.split(crops, self.config.pose_batch)])
+        return map_chunks(self.pose, crops, self.config.pose_batch)
 
     # -- whole batches --------------------------------------------------------------------------
     @torch.inference_mode()
