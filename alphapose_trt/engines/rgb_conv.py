@@ -17,6 +17,8 @@ runs the same arithmetic with `F.conv2d`, the reference the tests hold the kerne
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 import triton
@@ -28,37 +30,53 @@ from alphapose_trt.engines.padding import RGB_CHANNELS
 from alphapose_trt.models.darknet import ConvBlock
 from alphapose_trt.models.fastpose import SEResNet
 
-BLOCK_W = 32  # output pixels along a row per program: both models' rows (608, 96) are multiples of 32, not 64
-BLOCK_TAPS = 32  # (channel, kernel row, kernel column) taps per tile of the product
 MIN_DOT = 16  # tl.dot needs every dimension at least this large
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    """One program's tile: `rows` output rows x `block_w` pixels of each, every output channel,
+    `block_taps` patch values per step of the product; the launch's warps and pipeline stages."""
+
+    rows: int = 1
+    block_w: int = 32
+    block_taps: int = 32
+    num_warps: int = 4
+    num_stages: int = 2
+
+
+DEFAULT_TILE = TileConfig()
 
 
 @triton.jit
 def _rgb_conv_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
-    height, width, out_height, out_width,
-    sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+    rows_total, height, width, out_height, out_width,
+    sxn, sxc, sxh, sxw, swo, swc, swh, sww, syn, syc, syh, syw,
     slope,
-    TAPS: tl.constexpr, COUT: tl.constexpr, COUT_P: tl.constexpr, K: tl.constexpr, STRIDE: tl.constexpr,
-    PAD: tl.constexpr, BLOCK: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr,
+    CIN: tl.constexpr, COUT: tl.constexpr, COUT_P: tl.constexpr, K: tl.constexpr, STRIDE: tl.constexpr,
+    PAD: tl.constexpr, ROWS: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_K: tl.constexpr, IEEE: tl.constexpr,
 ):
-    """One program: BLOCK output pixels of one output row, every output channel. TAPS = input
-    channels x K x K, the length of each pixel's patch."""
-    row = tl.program_id(0)
+    """One program: ROWS output rows (of any images) x BLOCK_W pixels, every output channel.
+    A patch's taps run (kernel row, kernel column, channel), CIN x K x K of them."""
+    TAPS: tl.constexpr = CIN * K * K
+    pix = tl.arange(0, ROWS * BLOCK_W)
+    row = tl.program_id(0) * ROWS + pix // BLOCK_W  # over all images' output rows
+    wo = tl.program_id(1) * BLOCK_W + pix % BLOCK_W
     n = (row // out_height).to(tl.int64)  # image offsets pass 2**31 elements beyond ~180 detector images
     ho = row % out_height
-    wo = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    pixel_ok = (row < rows_total) & (wo < out_width)
     co = tl.arange(0, COUT_P)
-    acc = tl.zeros((BLOCK, COUT_P), dtype=tl.float32)
+    acc = tl.zeros((ROWS * BLOCK_W, COUT_P), dtype=tl.float32)
     for start in tl.static_range(0, TAPS, BLOCK_K):
         tap = start + tl.arange(0, BLOCK_K)
-        c, kh, kw = tap // (K * K), (tap // K) % K, tap % K
-        hi = ho * STRIDE - PAD + kh
+        kh, kw, c = tap // (CIN * K), (tap // CIN) % K, tap % CIN
+        hi = ho[:, None] * STRIDE - PAD + kh[None, :]
         wi = wo[:, None] * STRIDE - PAD + kw[None, :]
-        tap_ok = (tap < TAPS) & (hi >= 0) & (hi < height)
-        inside = tap_ok[None, :] & (wi >= 0) & (wi < width) & (wo < out_width)[:, None]
-        patches = tl.load(x_ptr + n * sxn + (c * sxc + hi * sxh)[None, :] + wi * sxw, mask=inside, other=0.0)
-        weights = tl.load(w_ptr + co[None, :] * TAPS + tap[:, None],
+        inside = (pixel_ok[:, None] & (tap < TAPS)[None, :] & (hi >= 0) & (hi < height) & (wi >= 0)
+                  & (wi < width))
+        patches = tl.load(x_ptr + n[:, None] * sxn + (c * sxc)[None, :] + hi * sxh + wi * sxw, mask=inside, other=0.0)
+        weights = tl.load(w_ptr + co[None, :] * swo + (c * swc + kh * swh + kw * sww)[:, None],
                           mask=(tap < TAPS)[:, None] & (co < COUT)[None, :], other=0.0)
         if IEEE:
             acc = tl.dot(patches, weights, acc, input_precision="ieee")
@@ -66,29 +84,32 @@ def _rgb_conv_kernel(
             acc = tl.dot(patches.to(tl.float16), weights.to(tl.float16), acc)
     acc += tl.load(b_ptr + co, mask=co < COUT, other=0.0).to(tl.float32)[None, :]
     acc = tl.where(acc >= 0, acc, acc * slope)
-    out = y_ptr + n * syn + ho * syh + wo[:, None] * syw + co[None, :] * syc
-    tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=(wo[:, None] < out_width) & (co[None, :] < COUT))
+    out = y_ptr + (n * syn + ho * syh + wo * syw)[:, None] + co[None, :] * syc
+    tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=pixel_ok[:, None] & (co[None, :] < COUT))
 
 
 def rgb_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: int, padding: int,
-             slope: float) -> torch.Tensor:
+             slope: float, tile: TileConfig = DEFAULT_TILE) -> torch.Tensor:
     """conv2d(x, weight, bias, stride, padding), then y if y >= 0 else slope * y, as one kernel.
 
-    x: (N, C, H, W) in any layout, C small; weight (Cout, C, K, K); returns (N, Cout, Ho, Wo)
-    channels_last in x's dtype. fp16 multiplies in fp16 on tensor cores, fp32 in true fp32.
+    x: (N, C, H, W) in any layout, C small; weight (Cout, C, K, K) in any layout; returns
+    (N, Cout, Ho, Wo) channels_last in x's dtype. fp16 multiplies in fp16 on tensor cores, fp32
+    in true fp32.
     """
-    weight = weight.contiguous()  # the kernel indexes it densely; an engine may have made it channels_last
     n, cin, height, width = x.shape
     cout, _, k, _ = weight.shape
     out_height = (height + 2 * padding - k) // stride + 1
     out_width = (width + 2 * padding - k) // stride + 1
     y = torch.empty((n, cout, out_height, out_width), device=x.device, dtype=x.dtype,
                     memory_format=torch.channels_last)
-    grid = (n * out_height, -(-out_width // BLOCK_W))
+    rows_total = n * out_height
+    grid = (-(-rows_total // tile.rows), -(-out_width // tile.block_w))
     _rgb_conv_kernel[grid](
-        x, weight, bias, y, height, width, out_height, out_width, *x.stride(), *y.stride(), slope,
-        TAPS=cin * k * k, COUT=cout, COUT_P=max(MIN_DOT, 1 << (cout - 1).bit_length()), K=k, STRIDE=stride, PAD=padding,
-        BLOCK=BLOCK_W, BLOCK_K=BLOCK_TAPS, IEEE=x.dtype == torch.float32,
+        x, weight, bias, y, rows_total, height, width, out_height, out_width,
+        *x.stride(), *weight.stride(), *y.stride(), slope,
+        CIN=cin, COUT=cout, COUT_P=max(MIN_DOT, 1 << (cout - 1).bit_length()), K=k, STRIDE=stride, PAD=padding,
+        ROWS=tile.rows, BLOCK_W=tile.block_w, BLOCK_K=tile.block_taps, IEEE=x.dtype == torch.float32,
+        num_warps=tile.num_warps, num_stages=tile.num_stages,
     )
     return y
 
