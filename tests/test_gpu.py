@@ -76,7 +76,7 @@ def test_engine_matches_eager_fp32(case, backend, precision):
         engine = EagerEngine(model, "cuda", precision, max_batch=MAX_BATCH, cuda_graphs=True)
     else:
         engine = CompiledEngine(model, "cuda", precision, max_batch=MAX_BATCH, mode="reduce-overhead",
-                                batch_sizes=(1, MAX_BATCH))
+                                batch_sizes=(1, MAX_BATCH), fuse_rgb=False)
         padded = sum(isinstance(m, PaddedConv) for m in engine.module.modules())
         assert padded == (4 if model.kind == "detector" else 2)  # the RGB input convs, 3 x 255 and 17 outputs
     for n in (1, 7, MAX_BATCH):

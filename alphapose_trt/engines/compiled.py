@@ -68,7 +68,9 @@ class CompiledEngine(ModuleEngine):
     mode: torch.compile mode; "max-autotune" (CUDA graphs + kernel autotuning) is the default on
     CUDA and "default" on CPU, where CUDA graphs do not exist.
     fuse_rgb: on CUDA, run each model's first convolution (reading RGB) with its BatchNorm and
-    activation as one Triton kernel (`rgb_conv`); off until measured against cuDNN on the GPU.
+    activation as one Triton kernel (`rgb_conv`), which reads the input in any layout, so the
+    engine no longer copies it to channels_last (H100: 0.27 -> 0.10 ms for the detector's at
+    batch 8, benchmarks/README.md, session 12). Default: on with CUDA.
     """
 
     def __init__(
@@ -79,7 +81,7 @@ class CompiledEngine(ModuleEngine):
         max_batch: int = 64,
         mode: str | None = None,
         batch_sizes: tuple[int, ...] | None = None,
-        fuse_rgb: bool = False,
+        fuse_rgb: bool | None = None,
     ) -> None:
         device = torch.device(device)
         if mode is None:
@@ -96,8 +98,9 @@ class CompiledEngine(ModuleEngine):
         _allow_recompiles(len(self.batch_sizes))
         self.mode = mode
         cuda = device.type == "cuda"
-        self.channels_last = cuda
-        self.module = prepare_module(model, device, precision, cuda, pad_convs=cuda, fuse_rgb=fuse_rgb and cuda)
+        fuse_rgb = cuda if fuse_rgb is None else fuse_rgb and cuda
+        self.module = prepare_module(model, device, precision, cuda, pad_convs=cuda, fuse_rgb=fuse_rgb)
+        self.channels_last = cuda and not fuse_rgb
         self._compiled = torch.compile(self.module, dynamic=False, fullgraph=True, options=_options(mode))
         self._set_forward(cuda and "no-cudagraphs" not in mode and mode != "default")
 
