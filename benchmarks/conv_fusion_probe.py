@@ -1,7 +1,8 @@
 """What fusing each convolution's bias and activation into its cuDNN kernel would save.
 
-    python3 benchmarks/conv_fusion_probe.py [--models detector,pose] [--reps 20] [--plans 4] [--large] [--residual]
-    (needs the cuDNN frontend's Python package, `nvidia-cudnn-frontend`, on PYTHONPATH)
+    python3 benchmarks/conv_fusion_probe.py [--backend frontend|triton] [--models detector,pose] [--reps 20]
+        [--plans 4] [--large] [--residual]
+    (the frontend backend needs the cuDNN frontend's Python package, `nvidia-cudnn-frontend`, on PYTHONPATH)
 
 Why: the compiled engines run each convolution as a cuDNN kernel followed by an Inductor kernel
 that adds the bias and applies the activation (`triton_poi_fused_convolution_leaky_relu_...`).
@@ -14,8 +15,10 @@ For every distinct convolution of the model at each batch, as the engines lay it
 channels_last, BatchNorm folded into a bias):
 - `conv`: cuDNN's convolution without bias (F.conv2d, cudnn.benchmark), what the engine runs;
 - `epilogue`: bias + activation over that output as one Inductor kernel (torch.compile, dynamic);
-- `fused`: the cuDNN frontend graph conv -> bias -> activation, the fastest of the first
-  `--plans` plans its heuristics rank (modes A and FALLBACK), and its error against conv + epilogue.
+- `fused`: with `--backend frontend`, the cuDNN frontend graph conv -> bias -> activation, the
+  fastest of the first `--plans` plans its heuristics rank (modes A and FALLBACK); with
+  `--backend triton`, one Triton implicit-GEMM kernel with the epilogue inside (`triton_conv.py`),
+  the fastest of its tiles; and its error against conv + epilogue.
 Times are device time per call in a CUDA graph of `reps` calls (`conv_layers.graph_time_ms`),
 summed over the model's calls of each shape. The activation is the model's (detector: leaky
 ReLU 0.1 after every convolution but the three heads; pose: ReLU after every convolution, which
@@ -106,10 +109,10 @@ class FusedConv:
         for plan in self.built:
             self.plan = plan
             try:
-                times[plan] = (graph_time_ms(self, reps), "graph")
+                times[plan] = (graph_time_ms(self, reps), "timed in a CUDA graph")
             except Exception:  # noqa: BLE001 - plans that did not build, or that refuse capture
                 try:
-                    times[plan] = (event_time_ms(self, reps), "events")
+                    times[plan] = (event_time_ms(self, reps), "timed between events")
                 except Exception:  # noqa: BLE001 - a plan that does not run at all
                     continue
         if not times:
@@ -133,6 +136,7 @@ def event_time_ms(fn, reps: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", choices=("frontend", "triton"), default="frontend", help="what fuses the epilogue")
     ap.add_argument("--models", default="detector,pose")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--plans", type=int, default=4, help="time the heuristics' first PLANS fused plans per shape")
@@ -143,11 +147,17 @@ def main() -> None:
     args = ap.parse_args()
     torch.backends.cudnn.benchmark = True
     torch._dynamo.config.cache_size_limit = 256  # the epilogue is specialised per output layout
-    cudnn = load_cudnn_frontend()
-    handle = cudnn.create_handle()
-    cudnn.set_stream(handle=handle, stream=torch.cuda.current_stream().cuda_stream)
-    print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version(),
-          "frontend", getattr(cudnn, "__version__", "?"), "backend", cudnn.backend_version(), flush=True)
+    print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version(), flush=True)
+    if args.backend == "frontend":
+        cudnn = load_cudnn_frontend()
+        handle = cudnn.create_handle()
+        cudnn.set_stream(handle=handle, stream=torch.cuda.current_stream().cuda_stream)
+        print("frontend", getattr(cudnn, "__version__", "?"), "backend", cudnn.backend_version(), flush=True)
+
+        def fuse(x, w, b, y, stride, padding, slope, r):
+            return FusedConv(cudnn, handle, x, w, b, y, stride, padding, slope, args.plans, r)
+    else:
+        from triton_conv import TritonFusedConv as fuse  # benchmarks/, the script's folder
     opts = BenchOptions.from_args(build_parser("bench").parse_args(["bench", "--model", "pipeline", "--device", "cuda"]))
     kinds = args.models.split(",")
     models, _ = load_models(opts, kinds)
@@ -167,7 +177,7 @@ def main() -> None:
         h, w = loaded.input_hw
         for batch in BATCHES[kind][-1:] if args.large else BATCHES[kind]:
             x0 = torch.rand(batch, 3, h, w, device="cuda", dtype=torch.float16).contiguous(memory_format=torch.channels_last)
-            totals = {"conv": 0.0, "epilogue": 0.0, "fused": 0.0}
+            totals = {"conv": 0.0, "epilogue": 0.0, "fused": 0.0, "best": 0.0}
             failed = 0
             print(f"\n{kind} b{batch}{' with a residual' if args.residual else ''}: ms per call (x calls of that shape)  "
                   "conv  epilogue  fused  fused error", flush=True)
@@ -185,22 +195,24 @@ def main() -> None:
                 reference = epilogue(y.float(), b.float(), None if r is None else r.float())
                 out = torch.empty_like(y)
                 try:
-                    fused = FusedConv(cudnn, handle, x, wt, b, out, stride, padding, slope, args.plans, r)
+                    fused = fuse(x, wt, b, out, stride, padding, slope, r)
                     fused_ms, how = fused.fastest(args.reps)
                     fused()
                     torch.cuda.synchronize()
                     err = float((out.float() - reference).norm() / reference.norm())
-                    fused_text = f"{fused_ms:8.4f}  {err:.1e} ({fused.plans} plans, timed in {how})"
+                    fused_text = f"{fused_ms:8.4f}  {err:.1e} ({fused.plans} plans; {how})"
                 except Exception as exc:  # noqa: BLE001 - report the shape the frontend refuses and go on
                     fused_ms, failed = conv_ms + epi_ms, failed + 1
                     fused_text = f"   -      {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
-                for name, ms in (("conv", conv_ms), ("epilogue", epi_ms), ("fused", fused_ms)):
+                best_ms = min(conv_ms + epi_ms, fused_ms)
+                for name, ms in (("conv", conv_ms), ("epilogue", epi_ms), ("fused", fused_ms), ("best", best_ms)):
                     totals[name] += ms * count
                 print(f"  {in_shape} -> {w_shape} s{stride[0]} x{count:<3} {conv_ms:8.4f} {epi_ms:8.4f} {fused_text}", flush=True)
             split = totals["conv"] + totals["epilogue"]
             print(f"{kind} b{batch} total: conv {totals['conv']:.3f} + epilogue {totals['epilogue']:.3f} = {split:.3f} ms; "
-                  f"fused {totals['fused']:.3f} ms ({totals['fused'] - split:+.3f}); shapes the frontend refused: {failed} "
-                  "(counted at the split time)", flush=True)
+                  f"fused {totals['fused']:.3f} ms ({totals['fused'] - split:+.3f}); the faster of the two per shape "
+                  f"{totals['best']:.3f} ms; shapes the {args.backend} backend refused: {failed} (counted at the split time)",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exact commands behind benchmarks/README.md, run on the lent H100 from the repository root:
-#   bash benchmarks/h100.sh tests|models|overhead|rgb|fusion|frontend|pipeline|profile|aot|autotune|nvdec OUTDIR
+#   bash benchmarks/h100.sh tests|models|overhead|rgb|fusion|triton|frontend|pipeline|profile|aot|autotune|nvdec OUTDIR
 # Synthetic weights (speed does not depend on the values); caches under .cache/ so a warm
 # machine reuses weights and Inductor builds between stages. DECODERS=opencv,pyav,nvdec adds PyAV
 # and NVDEC video runs to the pipeline stage (PyAV, PyNvVideoCodec on PYTHONPATH); BACKENDS=compiled runs only that one;
@@ -63,6 +63,11 @@ case $stage in
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/cfe .cfe/*.whl
     PYTHONPATH=$PYTHONPATH:/tmp/cfe timeout ${FUSION_S:-420} python3 benchmarks/conv_fusion_probe.py ${FUSION_ARGS:---large} 2>&1 | grep -v Warn \
       | tee "$out/conv_fusion.txt" ;;
+  triton)
+    # each convolution with its bias and activation in one Triton implicit-GEMM kernel (benchmarks/triton_conv.py),
+    # the fastest of its tiles, against cuDNN + Inductor's epilogue; FUSION_ARGS as for fusion
+    timeout ${FUSION_S:-420} python3 benchmarks/conv_fusion_probe.py --backend triton ${FUSION_ARGS:---large} 2>&1 \
+      | grep -v Warn | tee "$out/conv_fusion_triton.txt" ;;
   frontend)
     # both models with every convolution fused by the cuDNN frontend, against the compiled engines (wheel in .cfe/)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/cfe .cfe/*.whl

@@ -1,0 +1,146 @@
+"""A convolution with its bias, activation and residual join in one Triton kernel (implicit GEMM,
+channels_last fp16), for `conv_fusion_probe.py --backend triton`.
+
+Why: the compiled engines run each convolution as a cuDNN kernel, then an Inductor kernel that
+reads and writes the whole output again for the bias and activation (~0.8 ms of the detector's
+3.5 ms at batch 8, ~0.9 ms of the pose net's 3.1 ms at batch 64; session 11). cuDNN's fused
+graphs (the frontend) lost more in the convolution than they saved (session 12). The RGB
+convolutions' Triton kernel beat cuDNN + epilogue 1.7-2.8x once its tile was tuned (session 12);
+this asks the same of every other convolution: each output tile is a GEMM of BLOCK_M output
+pixels x BLOCK_N output channels over (kernel tap, input channel), the input read straight from
+the channels_last activation (no im2col), and the epilogue applied before the one write.
+Whatever shapes win here are candidates for an engine option like `fuse_rgb`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from conv_layers import graph_time_ms  # benchmarks/, the script's folder
+
+
+@dataclass(frozen=True)
+class ConvTile:
+    block_m: int  # output pixels per program
+    block_n: int  # output channels per program
+    block_k: int  # input channels per step of the product
+    num_warps: int
+    num_stages: int
+
+
+# Hopper-sized tiles (wgmma wants 64-row multiples per warpgroup), from square to wide
+TILES = (
+    ConvTile(128, 128, 64, 8, 3), ConvTile(128, 64, 64, 4, 4), ConvTile(64, 128, 64, 4, 4),
+    ConvTile(128, 256, 64, 8, 3), ConvTile(256, 128, 64, 8, 3), ConvTile(64, 64, 64, 4, 4),
+    ConvTile(128, 128, 32, 4, 4), ConvTile(64, 256, 32, 8, 4),
+)
+
+
+@triton.jit
+def _conv_kernel(
+    x_ptr, w_ptr, b_ptr, r_ptr, y_ptr,
+    pixels, height, width, out_height, out_width, cin, cout,
+    sxn, sxh, sxw, syn, syh, syw, srn, srh, srw,
+    slope,
+    K: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr, RESIDUAL: tl.constexpr, ADD_AFTER_ACT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr,
+):
+    """y = act(conv(x) + b) [+ r], or act(conv(x) + b + r) (ADD_AFTER_ACT false); act(v) = v if
+    v >= 0 else slope * v. x, y, r channels_last (channel stride 1); w laid out (K, K, cin, cout).
+    EVEN_K / EVEN_N (cin, cout multiples of the block) drop the channel masks, whose variation
+    along the contiguous channels would stop the loads and stores from being vectorised."""
+    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    co = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_ok = m < pixels
+    co_ok = (co < cout) | EVEN_N
+    wo = m % out_width
+    ho = (m // out_width) % out_height
+    n = (m // (out_width * out_height)).to(tl.int64)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for tap in tl.static_range(K * K):
+        hi = ho * STRIDE - PAD + tap // K
+        wi = wo * STRIDE - PAD + tap % K
+        ok = m_ok & (hi >= 0) & (hi < height) & (wi >= 0) & (wi < width)
+        row = n * sxn + hi * sxh + wi * sxw
+        for c0 in range(0, cin, BLOCK_K):
+            c = c0 + tl.arange(0, BLOCK_K)
+            c_ok = (c < cin) | EVEN_K
+            a = tl.load(x_ptr + row[:, None] + c[None, :], mask=ok[:, None] & c_ok[None, :], other=0.0)
+            b = tl.load(w_ptr + (tap * cin + c)[:, None] * cout + co[None, :], mask=c_ok[:, None] & co_ok[None, :],
+                        other=0.0)
+            acc = tl.dot(a, b, acc)
+    acc += tl.load(b_ptr + co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
+    out_ok = m_ok[:, None] & co_ok[None, :]
+    if RESIDUAL:
+        res = tl.load(r_ptr + (n * srn + ho * srh + wo * srw)[:, None] + co[None, :], mask=out_ok, other=0.0).to(tl.float32)
+        if not ADD_AFTER_ACT:
+            acc += res
+    acc = tl.where(acc >= 0, acc, acc * slope)
+    if RESIDUAL:
+        if ADD_AFTER_ACT:
+            acc += res
+    tl.store(y_ptr + (n * syn + ho * syh + wo * syw)[:, None] + co[None, :], acc.to(y_ptr.dtype.element_ty), mask=out_ok)
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """(cout, cin, K, K) -> (K, K, cin, cout) contiguous: the kernel's B operand, rows contiguous in cout."""
+    return weight.permute(2, 3, 1, 0).contiguous()
+
+
+def conv_act(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor, out: torch.Tensor, stride: int, padding: int,
+             slope: float, tile: ConvTile, residual: torch.Tensor | None = None, add_after_act: bool = True) -> None:
+    """Write act(conv2d(x, w) + bias) [+ residual] into `out` (channels_last, preallocated)."""
+    n, cin, height, width = x.shape
+    k, cout = packed.shape[0], packed.shape[3]
+    _, _, out_height, out_width = out.shape
+    pixels = n * out_height * out_width
+    r = out if residual is None else residual
+    grid = (triton.cdiv(pixels, tile.block_m), triton.cdiv(cout, tile.block_n))
+    _conv_kernel[grid](
+        x, packed, bias, r, out, pixels, height, width, out_height, out_width, cin, cout,
+        x.stride(0), x.stride(2), x.stride(3), out.stride(0), out.stride(2), out.stride(3),
+        r.stride(0), r.stride(2), r.stride(3), slope,
+        K=k, STRIDE=stride, PAD=padding, RESIDUAL=residual is not None, ADD_AFTER_ACT=add_after_act,
+        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k,
+        EVEN_K=cin % tile.block_k == 0, EVEN_N=cout % tile.block_n == 0,
+        num_warps=tile.num_warps, num_stages=tile.num_stages,
+    )
+
+
+class TritonFusedConv:
+    """conv -> bias -> activation [-> residual] on fixed tensors with the fastest of `TILES`
+    (the same interface as conv_fusion_probe.FusedConv). slope None: ReLU with the residual
+    joining before it (pose bottleneck); a number: leaky ReLU, residual after (darknet shortcut)."""
+
+    def __init__(self, x, w, b, y, stride, padding, slope: float | None, residual: torch.Tensor | None = None) -> None:
+        for t, name in ((x, "input"), (y, "output")):
+            if t.stride(1) != 1:
+                raise ValueError(f"{name} must be channels_last")
+        self.x, self.w, self.b, self.y, self.r = x, pack_weight(w), b.reshape(-1).contiguous(), y, residual
+        self.stride, self.padding = stride[0], padding[0]
+        self.slope = 0.0 if slope is None else slope
+        self.add_after_act = slope is not None
+        cout = w.shape[0]
+        widest = max(16, triton.next_power_of_2(cout))  # no tile wider than the channels it covers
+        self.tiles = list(dict.fromkeys(ConvTile(t.block_m, min(t.block_n, widest), t.block_k, t.num_warps, t.num_stages)
+                                        for t in TILES))
+        self.tile = self.tiles[0]
+        self.plans = len(self.tiles)
+
+    def __call__(self) -> None:
+        conv_act(self.x, self.w, self.b, self.y, self.stride, self.padding, self.slope, self.tile, self.r,
+                 self.add_after_act)
+
+    def fastest(self, reps: int) -> tuple[float, str]:
+        """Time every tile in a CUDA graph; keep the fastest. Returns (ms, the tile)."""
+        times = {}
+        for tile in self.tiles:
+            self.tile = tile
+            times[tile] = graph_time_ms(self, reps)
+        self.tile = min(times, key=times.get)
+        t = self.tile
+        return times[t], f"tile {t.block_m}x{t.block_n}x{t.block_k} w{t.num_warps} s{t.num_stages}"
