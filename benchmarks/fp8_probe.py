@@ -20,6 +20,7 @@ import time
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from alphapose_trt.bench import BenchOptions, Stopwatch, load_models, random_inputs
 from alphapose_trt.cli import build_parser
@@ -35,11 +36,13 @@ class Fp8Conv1x1(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, x_amax: float, fast_accum: bool) -> None:
         super().__init__()
-        scale = bn.weight.float() / torch.sqrt(bn.running_var.float() + bn.eps)
-        w = conv.weight.float()[:, :, 0, 0] * scale[:, None]
+        w, bias = fuse_conv_bn_weights(conv.weight.float(), None if conv.bias is None else conv.bias.float(),
+                                       bn.running_mean.float(), bn.running_var.float(), bn.eps, bn.weight.float(),
+                                       bn.bias.float())
+        w = w.detach()[:, :, 0, 0]
         w_amax = w.abs().max().clamp(min=1e-12)
         self.register_buffer("w_t", (w * (E4M3_MAX / w_amax)).to(torch.float8_e4m3fn).t())  # (Cin, Cout), column-major
-        self.register_buffer("bias", (bn.bias.float() - bn.running_mean.float() * scale).to(conv.weight.dtype))
+        self.register_buffer("bias", bias.detach().to(conv.weight.dtype))
         self.register_buffer("scale_x", torch.tensor(x_amax / E4M3_MAX, device=w.device))
         self.register_buffer("scale_w", (w_amax / E4M3_MAX).reshape(()))
         self.fast_accum = fast_accum
