@@ -1,8 +1,10 @@
 """Both models with every convolution's BatchNorm, bias, activation (and the pose net's residual
-join) fused into one cuDNN frontend graph per convolution, against the compiled engines.
+join) fused into one cuDNN frontend graph per convolution, or one Triton kernel per convolution,
+against the compiled engines.
 
-    python3 benchmarks/frontend_engines.py [--models detector,pose] [--plans 4] [--rounds 2]
-    (needs `nvidia-cudnn-frontend` on PYTHONPATH; `bash benchmarks/h100.sh frontend OUT`)
+    python3 benchmarks/frontend_engines.py [--backend frontend|triton] [--models detector,pose] [--plans 4] [--rounds 2]
+    (frontend: needs `nvidia-cudnn-frontend` on PYTHONPATH, `bash benchmarks/h100.sh frontend OUT`;
+    triton: `bash benchmarks/h100.sh triton-engines OUT`)
 
 Why: `conv_fusion_probe.py` times the fusion layer by layer; this times it where it counts, in
 whole models. Each model runs eagerly in one CUDA graph per batch (`CudaGraphCache`):
@@ -11,6 +13,10 @@ whole models. Each model runs eagerly in one CUDA graph per batch (`CudaGraphCac
   sits between them), DUC layers and the output convolution;
 - detector: every Darknet block (conv, BatchNorm, leaky ReLU or linear) as one `FrontendConv`;
   shortcuts, routes, pools and the YOLO heads stay PyTorch ops.
+`--backend triton` keeps the compiled engine (Inductor, CUDA graphs, the RGB kernel) and swaps,
+before it compiles, every other convolution but the padded heads for `triton_conv.TritonConv`
+(the same pose modules; each Darknet block, with the shortcut that follows it joined inside its
+kernel), each shape's tile picked by timing once, eagerly.
 Each row gives its latency and throughput, the compiled engine's alternately in the same
 process, and its largest error against eager fp16 (relative to the output's range).
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import types
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +35,11 @@ from alphapose_trt.bench import BenchOptions, Stopwatch, load_models, random_inp
 from alphapose_trt.cli import build_parser
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import CudaGraphCache, EagerEngine
-from alphapose_trt.models.darknet import ConvBlock
+from alphapose_trt.models.darknet import ConvBlock, Route, Shortcut, YoloLayer
 from conv_fusion_probe import event_time_ms, load_cudnn_frontend  # benchmarks/, the script's folder
 from conv_layers import BATCHES
-from model_levers import FusedConv, FusedFastPose
+from model_levers import FusedBottleneck, FusedConv, FusedFastPose
+from triton_conv import TritonConv, tune
 
 
 class FrontendConv(FusedConv):
@@ -146,18 +154,88 @@ def frontend_detector(module: torch.nn.Module, make) -> torch.nn.Module:
     return module
 
 
+def triton_pose(module: torch.nn.Module) -> None:
+    """In place: FastPose's bottlenecks and DUC convolutions as TritonConv (the stem is the RGB
+    kernel already, the padded output convolution stays on cuDNN)."""
+    def make(conv, bn, relu):
+        return TritonConv(conv, bn, 0.0 if relu else 1.0, "before-relu")
+
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        layer = getattr(module.preact, name)
+        for i, block in enumerate(layer):
+            layer[i] = FusedBottleneck(block, make)
+    for duc in (module.duc1, module.duc2):
+        duc.conv, duc.bn, duc.relu = make(duc.conv, duc.bn, True), torch.nn.Identity(), torch.nn.Identity()
+
+
+def _darknet_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """Darknet.forward with each shortcut in `self._joined` computed inside the convolution before it."""
+    kept: dict[int, torch.Tensor] = {}
+    detections = []
+    modules = list(self.module_list)
+    for index, module in enumerate(modules):
+        if index in self._joined:
+            continue  # done by the convolution before it, which also kept its output
+        if isinstance(module, Route):
+            x = module([kept[ref] for ref in module.layers])
+        elif isinstance(module, Shortcut):
+            x = module(x, kept[module.source])
+        elif isinstance(module, YoloLayer):
+            detections.append(module(x))
+        elif index + 1 in self._joined:
+            x = module(x, kept[modules[index + 1].source])
+            if index + 1 in self._kept:
+                kept[index + 1] = x
+        else:
+            x = module(x)
+        if index in self._kept:
+            kept[index] = x
+    return torch.cat(detections, dim=1)
+
+
+def triton_detector(module: torch.nn.Module) -> None:
+    """In place: every Darknet block but the padded heads (and the RGB kernel) as TritonConv, with
+    a linear shortcut right after it joined inside its kernel unless the block's own output is
+    read again."""
+    modules = module.module_list
+    for i, block in enumerate(modules):
+        if isinstance(block, ConvBlock) and isinstance(block.conv, torch.nn.Conv2d) and block.conv.in_channels != 3:
+            act = block.act
+            slope = act.negative_slope if isinstance(act, torch.nn.LeakyReLU) else 1.0 if isinstance(act, torch.nn.Identity) else None
+            if slope is not None:
+                modules[i] = TritonConv(block.conv, block.bn, slope, "after-act")
+    module._joined = frozenset(
+        i + 1 for i in range(len(modules) - 1)
+        if isinstance(modules[i], TritonConv) and isinstance(modules[i + 1], Shortcut)
+        and isinstance(modules[i + 1].act, torch.nn.Identity) and i not in module._kept)
+    module.forward = types.MethodType(_darknet_forward, module)
+
+
+def triton_engine(model, batches) -> CompiledEngine:
+    """The compiled engine with its convolutions swapped for TritonConv before it compiles, tiles tuned per batch."""
+    engine = CompiledEngine(model, "cuda", "fp16", max_batch=batches[-1], mode="reduce-overhead", batch_sizes=batches)
+    (triton_pose if model.kind == "pose" else triton_detector)(engine.module)
+    h, w = model.input_hw
+    for batch in batches:
+        tune(engine.module, torch.rand(batch, 3, h, w, device="cuda", dtype=torch.float16))
+    engine.warmup()
+    return engine
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", choices=("frontend", "triton"), default="frontend")
     ap.add_argument("--models", default="detector,pose")
     ap.add_argument("--plans", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--iters", type=int, default=100)
     args = ap.parse_args()
     torch.backends.cudnn.benchmark = True
-    cudnn = load_cudnn_frontend()
-    handle = cudnn.create_handle()
-    print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version(),
-          "frontend", getattr(cudnn, "__version__", "?"), flush=True)
+    print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version(), flush=True)
+    if args.backend == "frontend":
+        cudnn = load_cudnn_frontend()
+        handle = cudnn.create_handle()
+        print("frontend", getattr(cudnn, "__version__", "?"), flush=True)
     opts = BenchOptions.from_args(build_parser("bench").parse_args(["bench", "--model", "pipeline", "--device", "cuda"]))
     kinds = args.models.split(",")
     models, _ = load_models(opts, kinds)
@@ -165,39 +243,41 @@ def main() -> None:
     for kind in kinds:
         batches = BATCHES[kind]
         reference = EagerEngine(models[kind], "cuda", "fp16", max_batch=batches[-1])
-        module = reference.module
-        if kind == "pose":
-            fused = FusedFastPose(module, lambda conv, bn, relu: FrontendConv(cudnn, handle, conv, bn, "relu" if relu else None,
-                                                                              args.plans))
+        if args.backend == "triton":
+            fused = triton_engine(models[kind], batches)
         else:
-            fused = frontend_detector(module, lambda conv, bn, act: FrontendConv(cudnn, handle, conv, bn, act, args.plans))
-        graphs = CudaGraphCache(fused)
+            if kind == "pose":
+                module = FusedFastPose(reference.module, lambda conv, bn, relu: FrontendConv(
+                    cudnn, handle, conv, bn, "relu" if relu else None, args.plans))
+            else:
+                module = frontend_detector(reference.module, lambda conv, bn, act: FrontendConv(
+                    cudnn, handle, conv, bn, act, args.plans))
+            graphs = CudaGraphCache(module)
+            fused = torch.inference_mode()(lambda x: graphs(x))
         compiled = CompiledEngine(models[kind], "cuda", "fp16", max_batch=batches[-1], mode="reduce-overhead",
                                   batch_sizes=batches)
         compiled.warmup()
-
-        @torch.inference_mode()
-        def frontend(x: torch.Tensor) -> torch.Tensor:
-            return graphs(x)
-
         for batch in batches:
             inputs = random_inputs(reference, batch, 3, batch)
-            want, got = reference(inputs[0]).float(), frontend(inputs[0]).float()
+            want, got = reference(inputs[0]).float(), fused(inputs[0]).float()
             err = float((want - got).abs().amax() / want.abs().amax())
             for line in sorted(FrontendConv.declined):
                 print(f"  unfused (no plan built): {line}", flush=True)
             FrontendConv.declined.clear()
-            for name, call in (("frontend", frontend), ("compiled", compiled)):
+            calls = ((args.backend, fused), ("compiled", compiled))
+            for name, call in calls:
                 for i in range(10):
                     call(inputs[i % 3])
             for round_ in range(args.rounds):
-                for name, call in (("frontend", frontend), ("compiled", compiled)):
+                for name, call in calls:
                     lat = statistics.median(watch.latencies_ms(call, inputs, args.iters))
                     total = watch.total_ms(call, inputs, args.iters)
-                    extra = f"  max error vs eager fp16 {err:.1e}" if name == "frontend" else ""
+                    extra = f"  max error vs eager fp16 {err:.1e}" if name != "compiled" else ""
                     print(f"{kind:8s} {name:9s} b{batch:<3d} round {round_}: latency {lat:7.3f} ms  "
                           f"{batch * args.iters / total * 1e3:9.0f} items/s{extra}", flush=True)
         compiled.close()
+        if args.backend == "triton":
+            fused.close()
 
 
 if __name__ == "__main__":

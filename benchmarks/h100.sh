@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exact commands behind benchmarks/README.md, run on the lent H100 from the repository root:
-#   bash benchmarks/h100.sh tests|models|overhead|rgb|fusion|triton|frontend|pipeline|profile|aot|autotune|nvdec OUTDIR
+#   bash benchmarks/h100.sh tests|models|overhead|rgb|fusion|triton|triton-engines|frontend|pipeline|profile|aot|autotune|nvdec OUTDIR
 # Synthetic weights (speed does not depend on the values); caches under .cache/ so a warm
 # machine reuses weights and Inductor builds between stages. DECODERS=opencv,pyav,nvdec adds PyAV
 # and NVDEC video runs to the pipeline stage (PyAV, PyNvVideoCodec on PYTHONPATH); BACKENDS=compiled runs only that one;
@@ -68,6 +68,10 @@ case $stage in
     # the fastest of its tiles, against cuDNN + Inductor's epilogue; FUSION_ARGS as for fusion
     timeout ${FUSION_S:-420} python3 benchmarks/conv_fusion_probe.py --backend triton ${FUSION_ARGS:---large} 2>&1 \
       | grep -v Warn | tee "$out/conv_fusion_triton.txt" ;;
+  triton-engines)
+    # both compiled engines with every other convolution as a Triton kernel with its epilogue, against the plain ones
+    timeout ${FRONTEND_S:-480} python3 benchmarks/frontend_engines.py --backend triton 2>&1 | grep -v Warn \
+      | tee "$out/triton_engines.txt" ;;
   frontend)
     # both models with every convolution fused by the cuDNN frontend, against the compiled engines (wheel in .cfe/)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/cfe .cfe/*.whl

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from conv_layers import graph_time_ms  # benchmarks/, the script's folder
 
@@ -38,6 +39,13 @@ TILES = (
     ConvTile(128, 256, 64, 8, 3), ConvTile(256, 128, 64, 8, 3), ConvTile(64, 64, 64, 4, 4),
     ConvTile(128, 128, 32, 4, 4), ConvTile(64, 256, 32, 8, 4),
 )
+
+
+def tiles_for(cout: int) -> list[ConvTile]:
+    """TILES with no tile wider than the output channels it covers."""
+    widest = max(16, triton.next_power_of_2(cout))
+    return list(dict.fromkeys(ConvTile(t.block_m, min(t.block_n, widest), t.block_k, t.num_warps, t.num_stages)
+                              for t in TILES))
 
 
 @triton.jit
@@ -127,10 +135,7 @@ class TritonFusedConv:
         self.stride, self.padding = stride[0], padding[0]
         self.slope = 0.0 if slope is None else slope
         self.add_after_act = slope is not None
-        cout = w.shape[0]
-        widest = max(16, triton.next_power_of_2(cout))  # no tile wider than the channels it covers
-        self.tiles = list(dict.fromkeys(ConvTile(t.block_m, min(t.block_n, widest), t.block_k, t.num_warps, t.num_stages)
-                                        for t in TILES))
+        self.tiles = tiles_for(w.shape[0])
         self.tile = self.tiles[0]
         self.plans = len(self.tiles)
 
@@ -147,3 +152,66 @@ class TritonFusedConv:
         self.tile = min(times, key=times.get)
         t = self.tile
         return times[t], f"tile {t.block_m}x{t.block_n}x{t.block_k} w{t.num_warps} s{t.num_stages}"
+
+
+class TritonConv(torch.nn.Module):
+    """Conv + folded BatchNorm + activation [+ residual] as `conv_act`, for whole engines
+    (`frontend_engines.py --backend triton`), callable inside torch.compile.
+
+    slope: the activation without a residual (0 ReLU, 1 linear, else leaky). join: where a
+    residual given to forward joins: "before-relu" (pose bottleneck: relu(conv + b + z)) or
+    "after-act" (darknet shortcut: act(conv + b) + z). Each input shape's tile is chosen once by
+    `tune` (eager, before compiling); an untuned shape takes TILES[0].
+    """
+
+    def __init__(self, conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None, slope: float, join: str) -> None:
+        super().__init__()
+        if conv.groups != 1 or conv.dilation != (1, 1) or len(set(conv.stride)) != 1 or len(set(conv.padding)) != 1:
+            raise ValueError(f"no Triton kernel here for {conv}")
+        w = conv.weight.detach().float()
+        b = torch.zeros(w.shape[0], device=w.device) if conv.bias is None else conv.bias.detach().float()
+        if bn is not None:
+            w, b = fuse_conv_bn_weights(w, b, bn.running_mean.float(), bn.running_var.float(), bn.eps,
+                                        bn.weight.detach().float(), bn.bias.detach().float())
+        self.register_buffer("packed", pack_weight(w.detach().to(conv.weight.dtype)))
+        self.register_buffer("bias", b.detach().to(conv.weight.dtype))
+        self.stride, self.padding, self.slope, self.join = conv.stride[0], conv.padding[0], slope, join
+        self.tiles: dict[tuple, ConvTile] = {}
+        self.tuning = False
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        k, cout = self.packed.shape[0], self.packed.shape[3]
+        ho = (x.shape[2] + 2 * self.padding - k) // self.stride + 1
+        wo = (x.shape[3] + 2 * self.padding - k) // self.stride + 1
+        out = torch.empty((x.shape[0], cout, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
+        slope, after = self.slope, True
+        if z is not None:
+            z = z.contiguous(memory_format=torch.channels_last)
+            if self.join == "before-relu":
+                slope, after = 0.0, False
+        key = (tuple(x.shape), z is not None)
+        if self.tuning and key not in self.tiles:
+            self.tiles[key] = self._fastest(x, out, slope, z, after)
+        conv_act(x, self.packed, self.bias, out, self.stride, self.padding, slope, self.tiles.get(key, TILES[0]), z, after)
+        return out
+
+    def _fastest(self, x, out, slope, z, after) -> ConvTile:
+        times = {}
+        for tile in tiles_for(self.packed.shape[3]):
+            times[tile] = graph_time_ms(
+                lambda: conv_act(x, self.packed, self.bias, out, self.stride, self.padding, slope, tile, z, after), 10)
+        return min(times, key=times.get)
+
+
+def tune(module: torch.nn.Module, x: torch.Tensor) -> None:
+    """Run `module` once on `x` eagerly, letting each TritonConv pick its fastest tile for its shape."""
+    convs = [m for m in module.modules() if isinstance(m, TritonConv)]
+    for m in convs:
+        m.tuning = True
+    try:
+        with torch.inference_mode():
+            module(x)
+    finally:
+        for m in convs:
+            m.tuning = False

@@ -69,8 +69,9 @@ class CompiledEngine(ModuleEngine):
     CUDA and "default" on CPU, where CUDA graphs do not exist.
     fuse_rgb: on CUDA, run each model's first convolution (reading RGB) with its BatchNorm and
     activation as one Triton kernel (`rgb_conv`), which reads the input in any layout, so the
-    engine no longer copies it to channels_last (H100: 0.27 -> 0.10 ms for the detector's at
-    batch 8, benchmarks/README.md, session 12). Default: on with CUDA.
+    engine no longer copies it to channels_last (H100: the detector's first layer at batch 8 took
+    0.27 ms as cuDNN + epilogue, 0.10 ms as the kernel; benchmarks/README.md, session 12).
+    Default: on with CUDA.
     """
 
     def __init__(

@@ -36,13 +36,13 @@ MIN_DOT = 16  # tl.dot needs every dimension at least this large
 @dataclass(frozen=True)
 class TileConfig:
     """One program's tile: `rows` output rows x `block_w` pixels of each, every output channel,
-    `block_taps` patch values per step of the product; the launch's warps and pipeline stages."""
+    `block_taps` patch values per step of the product (unrolled, so no pipeline stages); the
+    launch's warps."""
 
     rows: int = 1
     block_w: int = 32
     block_taps: int = 32
     num_warps: int = 4
-    num_stages: int = 2
 
 
 DEFAULT_TILE = TileConfig(rows=4)  # within 4 % of the fastest tile in all four cases on the H100 (session 12)
@@ -109,7 +109,7 @@ def rgb_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, stride: 
         *x.stride(), *weight.stride(), *y.stride(), slope,
         CIN=cin, COUT=cout, COUT_P=max(MIN_DOT, 1 << (cout - 1).bit_length()), K=k, STRIDE=stride, PAD=padding,
         ROWS=tile.rows, BLOCK_W=tile.block_w, BLOCK_K=tile.block_taps, IEEE=x.dtype == torch.float32,
-        num_warps=tile.num_warps, num_stages=tile.num_stages,
+        num_warps=tile.num_warps,
     )
     return y
 
