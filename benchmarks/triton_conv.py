@@ -72,18 +72,20 @@ def _conv_kernel(
     ho = (m // out_width) % out_height
     n = (m // (out_width * out_height)).to(tl.int64)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for tap in tl.static_range(K * K):
+    # one loop over (tap, channel block), so the software pipeline (num_stages) spans the whole
+    # reduction, not one tap's few channel blocks (a single one where cin <= BLOCK_K)
+    steps = tl.cdiv(cin, BLOCK_K)
+    for i in range(0, K * K * steps):
+        tap = i // steps
+        c = (i - tap * steps) * BLOCK_K + tl.arange(0, BLOCK_K)
         hi = ho * STRIDE - PAD + tap // K
         wi = wo * STRIDE - PAD + tap % K
         ok = m_ok & (hi >= 0) & (hi < height) & (wi >= 0) & (wi < width)
-        row = n * sxn + hi * sxh + wi * sxw
-        for c0 in range(0, cin, BLOCK_K):
-            c = c0 + tl.arange(0, BLOCK_K)
-            c_ok = (c < cin) | EVEN_K
-            a = tl.load(x_ptr + row[:, None] + c[None, :], mask=ok[:, None] & c_ok[None, :], other=0.0)
-            b = tl.load(w_ptr + (tap * cin + c)[:, None] * cout + co[None, :], mask=c_ok[:, None] & co_ok[None, :],
-                        other=0.0)
-            acc = tl.dot(a, b, acc)
+        c_ok = (c < cin) | EVEN_K
+        a = tl.load(x_ptr + (n * sxn + hi * sxh + wi * sxw)[:, None] + c[None, :], mask=ok[:, None] & c_ok[None, :],
+                    other=0.0)
+        b = tl.load(w_ptr + (tap * cin + c)[:, None] * cout + co[None, :], mask=c_ok[:, None] & co_ok[None, :], other=0.0)
+        acc = tl.dot(a, b, acc)
     acc += tl.load(b_ptr + co, mask=co_ok, other=0.0).to(tl.float32)[None, :]
     out_ok = m_ok[:, None] & co_ok[None, :]
     if RESIDUAL:
