@@ -89,7 +89,7 @@ def kernel_breakdown(engine, x: torch.Tensor, calls: int = 10, top: int = 0) -> 
 
 
 class FusedConv(torch.nn.Module):
-    """Conv + folded BatchNorm as one cuDNN call: conv+bias(+residual)+ReLU fused by cuDNN."""
+    """Conv + folded BatchNorm (in the conv's dtype) as one cuDNN call: conv+bias(+residual)+ReLU fused by cuDNN."""
 
     def __init__(self, conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None, relu: bool) -> None:
         super().__init__()
@@ -98,8 +98,8 @@ class FusedConv(torch.nn.Module):
         if bn is not None:
             w, b = fuse_conv_bn_weights(w, b, bn.running_mean.float(), bn.running_var.float(), bn.eps,
                                         bn.weight.detach().float(), bn.bias.detach().float())
-        self.weight = w.detach().half().contiguous(memory_format=torch.channels_last)
-        self.bias = b.detach().half()
+        self.weight = w.detach().to(conv.weight.dtype).contiguous(memory_format=torch.channels_last)
+        self.bias = b.detach().to(conv.weight.dtype)
         self.args = (list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups)
         self.relu = relu
 

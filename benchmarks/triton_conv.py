@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from conv_layers import graph_time_ms  # benchmarks/, the script's folder
+from model_levers import FusedConv
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ class TritonFusedConv:
         return times[t], f"tile {t.block_m}x{t.block_n}x{t.block_k} w{t.num_warps} s{t.num_stages}"
 
 
-class TritonConv(torch.nn.Module):
+class TritonConv(FusedConv):
     """Conv + folded BatchNorm + activation [+ residual] as `conv_act`, for whole engines
     (`frontend_engines.py --backend triton`), callable inside torch.compile.
 
@@ -167,16 +167,10 @@ class TritonConv(torch.nn.Module):
     """
 
     def __init__(self, conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None, slope: float, join: str) -> None:
-        super().__init__()
         if conv.groups != 1 or conv.dilation != (1, 1) or len(set(conv.stride)) != 1 or len(set(conv.padding)) != 1:
             raise ValueError(f"no Triton kernel here for {conv}")
-        w = conv.weight.detach().float()
-        b = torch.zeros(w.shape[0], device=w.device) if conv.bias is None else conv.bias.detach().float()
-        if bn is not None:
-            w, b = fuse_conv_bn_weights(w, b, bn.running_mean.float(), bn.running_var.float(), bn.eps,
-                                        bn.weight.detach().float(), bn.bias.detach().float())
-        self.register_buffer("packed", pack_weight(w.detach().to(conv.weight.dtype)))
-        self.register_buffer("bias", b.detach().to(conv.weight.dtype))
+        super().__init__(conv, bn, slope == 0.0)  # BatchNorm folded
+        self.packed = pack_weight(self.weight)
         self.stride, self.padding, self.slope, self.join = conv.stride[0], conv.padding[0], slope, join
         self.tiles: dict[tuple, ConvTile] = {}
         self.tuning = False
