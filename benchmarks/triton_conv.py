@@ -1,5 +1,6 @@
 """A convolution with its bias, activation and residual join in one Triton kernel (implicit GEMM,
-channels_last fp16), for `conv_fusion_probe.py --backend triton`.
+channels_last fp16), for `conv_fusion_probe.py --backend triton` (per layer) and
+`frontend_engines.py --backend triton` (whole engines).
 
 Why: the compiled engines run each convolution as a cuDNN kernel, then an Inductor kernel that
 reads and writes the whole output again for the bias and activation (~0.8 ms of the detector's
@@ -163,7 +164,7 @@ class TritonConv(FusedConv):
     slope: the activation without a residual (0 ReLU, 1 linear, else leaky). join: where a
     residual given to forward joins: "before-relu" (pose bottleneck: relu(conv + b + z)) or
     "after-act" (darknet shortcut: act(conv + b) + z). Each input shape's tile is chosen once by
-    `tune` (eager, before compiling); an untuned shape takes TILES[0].
+    `tune` (eager, before compiling); an untuned shape takes the first of `tiles_for` its channels.
     """
 
     def __init__(self, conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None, slope: float, join: str) -> None:
@@ -173,6 +174,7 @@ class TritonConv(FusedConv):
         self.packed = pack_weight(self.weight)
         self.stride, self.padding, self.slope, self.join = conv.stride[0], conv.padding[0], slope, join
         self.tiles: dict[tuple, ConvTile] = {}
+        self.untuned = tiles_for(conv.out_channels)[0]
         self.tuning = False
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
@@ -189,7 +191,7 @@ class TritonConv(FusedConv):
         key = (tuple(x.shape), z is not None)
         if self.tuning and key not in self.tiles:
             self.tiles[key] = self._fastest(x, out, slope, z, after)
-        conv_act(x, self.packed, self.bias, out, self.stride, self.padding, slope, self.tiles.get(key, TILES[0]), z, after)
+        conv_act(x, self.packed, self.bias, out, self.stride, self.padding, slope, self.tiles.get(key, self.untuned), z, after)
         return out
 
     def _fastest(self, x, out, slope, z, after) -> ConvTile:
