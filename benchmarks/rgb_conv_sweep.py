@@ -32,6 +32,7 @@ CASES = {
 }
 TILES = [TileConfig(rows=r, block_w=w, num_warps=nw) for r, w, nw in itertools.product((1, 2, 4), (32, 64), (4, 8))]
 TILES += [TileConfig(rows=2, block_w=64, block_taps=bk, num_warps=nw) for bk, nw in itertools.product((16, 64), (4, 8))]
+TILES += [TileConfig(rows=r, block_w=w) for r, w in ((4, 16), (8, 16), (8, 32), (16, 16))]  # beyond session 12's best (4 x 32)
 
 
 def activate(y: torch.Tensor, slope: float) -> torch.Tensor:
