@@ -171,7 +171,7 @@ class TritonConv(FusedConv):
         if conv.groups != 1 or conv.dilation != (1, 1) or len(set(conv.stride)) != 1 or len(set(conv.padding)) != 1:
             raise ValueError(f"no Triton kernel here for {conv}")
         super().__init__(conv, bn, slope == 0.0)  # BatchNorm folded
-        self.packed = pack_weight(self.weight)
+        self.register_buffer("packed", pack_weight(self.weight))
         self.stride, self.padding, self.slope, self.join = conv.stride[0], conv.padding[0], slope, join
         self.tiles: dict[tuple, ConvTile] = {}
         self.untuned = tiles_for(conv.out_channels)[0]
