@@ -1,4 +1,4 @@
-"""What fusing each convolution's bias and activation into its cuDNN kernel would save.
+"""What fusing each convolution's bias and activation into the convolution kernel would save (cuDNN frontend or Triton).
 
     python3 benchmarks/conv_fusion_probe.py [--backend frontend|triton] [--models detector,pose] [--reps 20]
         [--plans 4] [--large] [--residual]
