@@ -16,7 +16,7 @@ whole models. Each model runs eagerly in one CUDA graph per batch (`CudaGraphCac
 `--backend triton` keeps the compiled engine (Inductor, CUDA graphs, the RGB kernel) and swaps,
 before it compiles, every other convolution but the padded heads for `triton_conv.TritonConv`
 (the same pose modules; each Darknet block, with the shortcut that follows it joined inside its
-kernel), each shape's tile picked by timing once, eagerly.
+kernel by `JoinedShortcut`), each shape's tile picked by timing once, eagerly.
 Each row gives its latency and throughput, the compiled engine's alternately in the same
 process, and its largest error against eager fp16 (relative to the output's range).
 """
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import types
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +34,9 @@ from alphapose_trt.bench import BenchOptions, Stopwatch, load_models, random_inp
 from alphapose_trt.cli import build_parser
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import CudaGraphCache, EagerEngine
-from alphapose_trt.models.darknet import ConvBlock, Route, Shortcut, YoloLayer
+from alphapose_trt.engines.padding import RGB_CHANNELS
+from alphapose_trt.engines.rgb_conv import activation_slope
+from alphapose_trt.models.darknet import ConvBlock, Shortcut
 from conv_fusion_probe import event_time_ms, load_cudnn_frontend  # benchmarks/, the script's folder
 from conv_layers import BATCHES
 from model_levers import FusedBottleneck, FusedConv, FusedFastPose
@@ -168,29 +169,17 @@ def triton_pose(module: torch.nn.Module) -> None:
         duc.conv, duc.bn, duc.relu = make(duc.conv, duc.bn, True), torch.nn.Identity(), torch.nn.Identity()
 
 
-def _darknet_forward(self, x: torch.Tensor) -> torch.Tensor:
-    """Darknet.forward with each shortcut in `self._joined` computed inside the convolution before it."""
-    kept: dict[int, torch.Tensor] = {}
-    detections = []
-    modules = list(self.module_list)
-    for index, module in enumerate(modules):
-        if index in self._joined:
-            continue  # done by the convolution before it, which also kept its output
-        if isinstance(module, Route):
-            x = module([kept[ref] for ref in module.layers])
-        elif isinstance(module, Shortcut):
-            x = module(x, kept[module.source])
-        elif isinstance(module, YoloLayer):
-            detections.append(module(x))
-        elif index + 1 in self._joined:
-            x = module(x, kept[modules[index + 1].source])
-            if index + 1 in self._kept:
-                kept[index + 1] = x
-        else:
-            x = module(x)
-        if index in self._kept:
-            kept[index] = x
-    return torch.cat(detections, dim=1)
+class JoinedShortcut(Shortcut):
+    """A linear darknet shortcut computed inside the kernel of the convolution before it, whose
+    place in the layer list an Identity takes: Darknet.forward hands the shortcut the
+    convolution's input and the source layer's output."""
+
+    def __init__(self, conv: TritonConv, shortcut: Shortcut) -> None:
+        super().__init__(shortcut.source, "linear")
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, other)
 
 
 def triton_detector(module: torch.nn.Module) -> None:
@@ -199,16 +188,15 @@ def triton_detector(module: torch.nn.Module) -> None:
     read again."""
     modules = module.module_list
     for i, block in enumerate(modules):
-        if isinstance(block, ConvBlock) and isinstance(block.conv, torch.nn.Conv2d) and block.conv.in_channels != 3:
-            act = block.act
-            slope = act.negative_slope if isinstance(act, torch.nn.LeakyReLU) else 1.0 if isinstance(act, torch.nn.Identity) else None
+        if isinstance(block, ConvBlock) and isinstance(block.conv, torch.nn.Conv2d) and block.conv.in_channels != RGB_CHANNELS:
+            slope = activation_slope(block.act)
             if slope is not None:
                 modules[i] = TritonConv(block.conv, block.bn, slope, "after-act")
-    module._joined = frozenset(
-        i + 1 for i in range(len(modules) - 1)
-        if isinstance(modules[i], TritonConv) and isinstance(modules[i + 1], Shortcut)
-        and isinstance(modules[i + 1].act, torch.nn.Identity) and i not in module._kept)
-    module.forward = types.MethodType(_darknet_forward, module)
+    for i in range(len(modules) - 1):
+        conv, shortcut = modules[i], modules[i + 1]
+        if (isinstance(conv, TritonConv) and isinstance(shortcut, Shortcut)
+                and isinstance(shortcut.act, torch.nn.Identity) and i not in module._kept):
+            modules[i], modules[i + 1] = torch.nn.Identity(), JoinedShortcut(conv, shortcut)
 
 
 def triton_engine(model, batches) -> CompiledEngine:

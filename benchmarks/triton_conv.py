@@ -16,11 +16,13 @@ Whatever shapes win here are candidates for an engine option like `fuse_rgb`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import triton
 import triton.language as tl
 
+from alphapose_trt.engines.rgb_conv import square_conv
 from conv_layers import graph_time_ms  # benchmarks/, the script's folder
 from model_levers import FusedConv
 
@@ -47,6 +49,14 @@ def tiles_for(cout: int) -> list[ConvTile]:
     widest = max(16, triton.next_power_of_2(cout))
     return list(dict.fromkeys(ConvTile(t.block_m, min(t.block_n, widest), t.block_k, t.num_warps, t.num_stages)
                               for t in TILES))
+
+
+def fastest_tile(cout: int, run: Callable[[ConvTile], None], reps: int) -> tuple[ConvTile, float]:
+    """The tile of `tiles_for(cout)` with which `run(tile)` takes the least device time (a CUDA
+    graph of `reps` calls), and that time in ms."""
+    times = {tile: graph_time_ms(lambda: run(tile), reps) for tile in tiles_for(cout)}
+    best = min(times, key=times.get)
+    return best, times[best]
 
 
 # sizes only bound the masks: one build serves every image size (channel counts and strides stay
@@ -140,23 +150,20 @@ class TritonFusedConv:
         self.stride, self.padding = stride[0], padding[0]
         self.slope = 0.0 if slope is None else slope
         self.add_after_act = slope is not None
-        self.tiles = tiles_for(w.shape[0])
-        self.tile = self.tiles[0]
-        self.plans = len(self.tiles)
+        tiles = tiles_for(w.shape[0])
+        self.tile, self.plans = tiles[0], len(tiles)
 
     def __call__(self) -> None:
-        conv_act(self.x, self.w, self.b, self.y, self.stride, self.padding, self.slope, self.tile, self.r,
-                 self.add_after_act)
+        self._run(self.tile)
+
+    def _run(self, tile: ConvTile) -> None:
+        conv_act(self.x, self.w, self.b, self.y, self.stride, self.padding, self.slope, tile, self.r, self.add_after_act)
 
     def fastest(self, reps: int) -> tuple[float, str]:
         """Time every tile in a CUDA graph; keep the fastest. Returns (ms, the tile)."""
-        times = {}
-        for tile in self.tiles:
-            self.tile = tile
-            times[tile] = graph_time_ms(self, reps)
-        self.tile = min(times, key=times.get)
+        self.tile, ms = fastest_tile(self.w.shape[3], self._run, reps)
         t = self.tile
-        return times[t], f"tile {t.block_m}x{t.block_n}x{t.block_k} w{t.num_warps} s{t.num_stages}"
+        return ms, f"tile {t.block_m}x{t.block_n}x{t.block_k} w{t.num_warps} s{t.num_stages}"
 
 
 class TritonConv(FusedConv):
@@ -170,7 +177,7 @@ class TritonConv(FusedConv):
     """
 
     def __init__(self, conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None, slope: float, join: str) -> None:
-        if conv.groups != 1 or conv.dilation != (1, 1) or len(set(conv.stride)) != 1 or len(set(conv.padding)) != 1:
+        if not square_conv(conv):
             raise ValueError(f"no Triton kernel here for {conv}")
         super().__init__(conv, bn, slope == 0.0)  # BatchNorm folded
         self.register_buffer("packed", pack_weight(self.weight))
@@ -191,17 +198,13 @@ class TritonConv(FusedConv):
             if self.join == "before-relu":
                 slope, after = 0.0, False
         key = (tuple(x.shape), z is not None)
-        if self.tuning and key not in self.tiles:
-            self.tiles[key] = self._fastest(x, out, slope, z, after)
-        conv_act(x, self.packed, self.bias, out, self.stride, self.padding, slope, self.tiles.get(key, self.untuned), z, after)
-        return out
+        def run(tile: ConvTile) -> None:
+            conv_act(x, self.packed, self.bias, out, self.stride, self.padding, slope, tile, z, after)
 
-    def _fastest(self, x, out, slope, z, after) -> ConvTile:
-        times = {}
-        for tile in tiles_for(self.packed.shape[3]):
-            times[tile] = graph_time_ms(
-                lambda: conv_act(x, self.packed, self.bias, out, self.stride, self.padding, slope, tile, z, after), 10)
-        return min(times, key=times.get)
+        if self.tuning and key not in self.tiles:
+            self.tiles[key] = fastest_tile(cout, run, 10)[0]
+        run(self.tiles.get(key, self.untuned))
+        return out
 
 
 def tune(module: torch.nn.Module, x: torch.Tensor) -> None:

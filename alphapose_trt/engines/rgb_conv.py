@@ -134,14 +134,19 @@ class RGBConv(nn.Module):
         return torch.where(y >= 0, y, y * self.slope)
 
 
+def square_conv(conv: nn.Conv2d) -> bool:
+    """Ungrouped, undilated, with a square kernel, one stride and one zero padding: the
+    convolutions a kernel indexed by (K, STRIDE, PAD) computes."""
+    return (conv.groups == 1 and conv.dilation == (1, 1) and len(set(conv.kernel_size)) == 1
+            and len(set(conv.stride)) == 1 and len(set(conv.padding)) == 1 and conv.padding_mode == "zeros")
+
+
 def _fits(conv: nn.Conv2d) -> bool:
-    """An ungrouped RGB convolution with a square kernel, one stride, one zero padding."""
-    return (conv.in_channels == RGB_CHANNELS and conv.groups == 1 and conv.dilation == (1, 1)
-            and len(set(conv.kernel_size)) == 1 and len(set(conv.stride)) == 1 and len(set(conv.padding)) == 1
-            and conv.padding_mode == "zeros")
+    """An RGB `square_conv`."""
+    return conv.in_channels == RGB_CHANNELS and square_conv(conv)
 
 
-def _slope(act: nn.Module) -> float | None:
+def activation_slope(act: nn.Module) -> float | None:
     """The activation as the slope of its negative side, or None where the kernel has none."""
     if isinstance(act, nn.LeakyReLU):
         return act.negative_slope
@@ -155,7 +160,7 @@ def fuse_rgb_convs(module: nn.Module) -> int:
     many."""
     count = 0
     for name, block in list(module.named_modules()):
-        slope = _slope(block.act) if isinstance(block, ConvBlock) else None
+        slope = activation_slope(block.act) if isinstance(block, ConvBlock) else None
         if slope is not None and _fits(block.conv):
             parent, _, attr = name.rpartition(".")
             setattr(module.get_submodule(parent), attr, RGBConv(block.conv, block.bn, slope))

@@ -1,7 +1,7 @@
 """Does Dynamo trace the Triton engines' modules whole (fullgraph) on the CPU? Triton's
 interpreter kernels are refused by Dynamo, so `conv_act` is swapped here for the same arithmetic
 in PyTorch ops; what is traced is everything else: TritonConv's per-shape tile lookup and the
-detector's patched forward with its joined shortcuts.
+detector's joined shortcuts (`JoinedShortcut`).
 
     PYTHONPATH=.:benchmarks python3 benchmarks/h100-2026-11-27-session12/cpu/triton_engines_trace_check.py
 """
