@@ -16,7 +16,8 @@ whole models. Each model runs eagerly in one CUDA graph per batch (`CudaGraphCac
 `--backend triton` keeps the compiled engine (Inductor, CUDA graphs, the RGB kernel) and swaps,
 before it compiles, every other convolution but the padded heads for `triton_conv.TritonConv`
 (the same pose modules; each Darknet block, with the shortcut that follows it joined inside its
-kernel by `JoinedShortcut`), each shape's tile picked by timing once, eagerly.
+kernel by `JoinedShortcut`), each shape's tile, or cuDNN + the compiled epilogue where that is
+faster, picked by timing once, eagerly.
 Each row gives its latency and throughput, the compiled engine's alternately in the same
 process, and its largest error against eager fp16 (relative to the output's range).
 """
@@ -200,12 +201,14 @@ def triton_detector(module: torch.nn.Module) -> None:
 
 
 def triton_engine(model, batches) -> CompiledEngine:
-    """The compiled engine with its convolutions swapped for TritonConv before it compiles, tiles tuned per batch."""
+    """The compiled engine with its convolutions swapped for TritonConv before it compiles, routes tuned per batch."""
     engine = CompiledEngine(model, "cuda", "fp16", max_batch=batches[-1], mode="reduce-overhead", batch_sizes=batches)
     (triton_pose if model.kind == "pose" else triton_detector)(engine.module)
     h, w = model.input_hw
     for batch in batches:
-        tune(engine.module, torch.rand(batch, 3, h, w, device="cuda", dtype=torch.float16))
+        routes = tune(engine.module, torch.rand(batch, 3, h, w, device="cuda", dtype=torch.float16))
+        print(f"{model.kind} b{batch}: shapes on the Triton kernel {routes['triton']}, on cuDNN + epilogue "
+              f"{routes['cudnn']}", flush=True)
     engine.warmup()
     return engine
 

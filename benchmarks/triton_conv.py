@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -166,14 +167,29 @@ class TritonFusedConv:
         return ms, f"tile {t.block_m}x{t.block_n}x{t.block_k} w{t.num_warps} s{t.num_stages}"
 
 
+def epilogue(y: torch.Tensor, bias: torch.Tensor, z: torch.Tensor | None, slope: float, after: bool) -> torch.Tensor:
+    """What `conv_act` applies to the convolution's output, as PyTorch ops (Inductor fuses them into one kernel)."""
+    y = y + bias.reshape(1, -1, 1, 1)
+    if z is not None and not after:
+        y = y + z
+    y = torch.where(y >= 0, y, y * slope)
+    return y + z if z is not None and after else y
+
+
+# cuDNN + this one kernel is what the compiled engine runs for a convolution TritonConv leaves alone
+_compiled_epilogue = torch.compile(epilogue, dynamic=True)
+
+
 class TritonConv(FusedConv):
-    """Conv + folded BatchNorm + activation [+ residual] as `conv_act`, for whole engines
+    """Conv + folded BatchNorm + activation [+ residual] as `conv_act`, or as the compiled engine's
+    cuDNN convolution + one epilogue kernel where that is faster, for whole engines
     (`frontend_engines.py --backend triton`), callable inside torch.compile.
 
     slope: the activation without a residual (0 ReLU, 1 linear, else leaky). join: where a
     residual given to forward joins: "before-relu" (pose bottleneck: relu(conv + b + z)) or
-    "after-act" (darknet shortcut: act(conv + b) + z). Each input shape's tile is chosen once by
-    `tune` (eager, before compiling); an untuned shape takes the first of `tiles_for` its channels.
+    "after-act" (darknet shortcut: act(conv + b) + z). `tune` (eager, before compiling) times
+    each input shape's tiles and the cuDNN route and keeps the fastest (None: cuDNN); an untuned
+    shape takes the first of `tiles_for` its channels.
     """
 
     def __init__(self, conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d | None, slope: float, join: str) -> None:
@@ -182,33 +198,49 @@ class TritonConv(FusedConv):
         super().__init__(conv, bn, slope == 0.0)  # BatchNorm folded
         self.register_buffer("packed", pack_weight(self.weight))
         self.stride, self.padding, self.slope, self.join = conv.stride[0], conv.padding[0], slope, join
-        self.tiles: dict[tuple, ConvTile] = {}
+        self.tiles: dict[tuple, ConvTile | None] = {}
         self.untuned = tiles_for(conv.out_channels)[0]
         self.tuning = False
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
-        k, cout = self.packed.shape[0], self.packed.shape[3]
-        ho = (x.shape[2] + 2 * self.padding - k) // self.stride + 1
-        wo = (x.shape[3] + 2 * self.padding - k) // self.stride + 1
-        out = torch.empty((x.shape[0], cout, ho, wo), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
         slope, after = self.slope, True
         if z is not None:
             z = z.contiguous(memory_format=torch.channels_last)
             if self.join == "before-relu":
                 slope, after = 0.0, False
         key = (tuple(x.shape), z is not None)
-        def run(tile: ConvTile) -> None:
-            conv_act(x, self.packed, self.bias, out, self.stride, self.padding, slope, tile, z, after)
+
+        def cudnn() -> torch.Tensor:
+            return F.conv2d(x, self.weight, None, self.stride, self.padding)
 
         if self.tuning and key not in self.tiles:
-            self.tiles[key] = fastest_tile(cout, run, 10)[0]
-        run(self.tiles.get(key, self.untuned))
+            self.tiles[key] = self._fastest(x, z, cudnn(), slope, after)
+        tile = self.tiles.get(key, self.untuned)
+        if tile is None:
+            return epilogue(cudnn(), self.bias, z, slope, after)
+        out = torch.empty((x.shape[0], self.packed.shape[3], *self._out_hw(x)), device=x.device, dtype=x.dtype,
+                          memory_format=torch.channels_last)
+        conv_act(x, self.packed, self.bias, out, self.stride, self.padding, slope, tile, z, after)
         return out
 
+    def _out_hw(self, x: torch.Tensor) -> tuple[int, int]:
+        k = self.packed.shape[0]
+        return tuple((size + 2 * self.padding - k) // self.stride + 1 for size in x.shape[2:])
 
-def tune(module: torch.nn.Module, x: torch.Tensor) -> None:
-    """Run `module` once on `x` eagerly, letting each TritonConv pick its fastest tile for its shape."""
+    def _fastest(self, x, z, y, slope: float, after: bool) -> ConvTile | None:
+        """The fastest tile for this shape, or None where cuDNN + the compiled epilogue is faster."""
+        out = torch.empty_like(y)
+        tile, ms = fastest_tile(self.packed.shape[3], lambda t: conv_act(
+            x, self.packed, self.bias, out, self.stride, self.padding, slope, t, z, after), 10)
+        split_ms = (graph_time_ms(lambda: F.conv2d(x, self.weight, None, self.stride, self.padding), 10)
+                    + graph_time_ms(lambda: _compiled_epilogue(y, self.bias, z, slope, after), 10))
+        return tile if ms < split_ms else None
+
+
+def tune(module: torch.nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """Run `module` once on `x` eagerly, letting each TritonConv pick its fastest tile, or cuDNN,
+    for its shape. Returns how many shapes went each way."""
     convs = [m for m in module.modules() if isinstance(m, TritonConv)]
     for m in convs:
         m.tuning = True
@@ -218,3 +250,6 @@ def tune(module: torch.nn.Module, x: torch.Tensor) -> None:
     finally:
         for m in convs:
             m.tuning = False
+    key = (x.shape[0],)
+    chosen = [tile for m in convs for k, tile in m.tiles.items() if k[0][:1] == key]
+    return {"triton": sum(t is not None for t in chosen), "cudnn": sum(t is None for t in chosen)}
