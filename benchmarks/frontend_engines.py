@@ -2,7 +2,7 @@
 join) fused into one cuDNN frontend graph per convolution, or one Triton kernel per convolution,
 against the compiled engines.
 
-    python3 benchmarks/frontend_engines.py [--backend frontend|triton] [--models detector,pose] [--plans 4] [--rounds 2]
+    python3 benchmarks/frontend_engines.py [--backend frontend|triton] [--models detector,pose] [--plans 4] [--rounds 2] [--profile TOP]
     (frontend: needs `nvidia-cudnn-frontend` on PYTHONPATH, `bash benchmarks/h100.sh frontend OUT`;
     triton: `bash benchmarks/h100.sh triton-engines OUT`)
 
@@ -40,7 +40,7 @@ from alphapose_trt.engines.rgb_conv import activation_slope
 from alphapose_trt.models.darknet import ConvBlock, Shortcut
 from conv_fusion_probe import event_time_ms, load_cudnn_frontend  # benchmarks/, the script's folder
 from conv_layers import BATCHES
-from model_levers import FusedBottleneck, FusedConv, FusedFastPose
+from model_levers import FusedBottleneck, FusedConv, FusedFastPose, kernel_breakdown
 from triton_conv import TritonConv, tune
 
 
@@ -220,6 +220,8 @@ def main() -> None:
     ap.add_argument("--plans", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--profile", type=int, default=0, metavar="TOP",
+                    help="after the timings, each engine's kernel time by category and its TOP longest kernels")
     args = ap.parse_args()
     torch.backends.cudnn.benchmark = True
     print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version(), flush=True)
@@ -266,6 +268,10 @@ def main() -> None:
                     extra = f"  max error vs eager fp16 {err:.1e}" if name != "compiled" else ""
                     print(f"{kind:8s} {name:9s} b{batch:<3d} round {round_}: latency {lat:7.3f} ms  "
                           f"{batch * args.iters / total * 1e3:9.0f} items/s{extra}", flush=True)
+            for name, call in calls if args.profile else ():
+                print(f"{kind} {name} b{batch} kernels:", flush=True)
+                parts = kernel_breakdown(call, inputs[0], top=args.profile)
+                print("    " + " ".join(f"{k} {v:.3f}" for k, v in sorted(parts.items())), flush=True)
         compiled.close()
         if args.backend == "triton":
             fused.close()
