@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exact commands behind benchmarks/README.md, run on the lent H100 from the repository root:
-#   bash benchmarks/h100.sh tests|models|overhead|rgb|fusion|triton|triton-engines|frontend|pipeline|profile|aot|autotune|nvdec OUTDIR
+#   bash benchmarks/h100.sh tests|models|overhead|rgb|gemm|fusion|triton|triton-engines|frontend|pipeline|profile|aot|autotune|nvdec OUTDIR
 # Synthetic weights (speed does not depend on the values); caches under .cache/ so a warm
 # machine reuses weights and Inductor builds between stages. DECODERS=opencv,pyav,nvdec adds PyAV
 # and NVDEC video runs to the pipeline stage (PyAV, PyNvVideoCodec on PYTHONPATH); BACKENDS=compiled runs only that one;
@@ -54,9 +54,14 @@ case $stage in
     # one engine's latency through the call path, b305fe7's call path, and the bare replay
     python3 benchmarks/call_overhead.py --rounds ${ROUNDS:-5} 2>&1 | grep -v Warn | tee "$out/call_overhead.txt" ;;
   rgb)
-    # each model's RGB convolution as one Triton kernel (fuse-rgb) against cuDNN + Inductor (compiled), alternating
-    python3 benchmarks/model_levers.py --models detector,pose --variants compiled,fuse-rgb,compiled,fuse-rgb --profile --top 12 \
+    # each model's RGB convolution as one Triton kernel (compiled) against cuDNN + Inductor (no-rgb), alternating
+    python3 benchmarks/model_levers.py --models detector,pose --variants no-rgb,compiled,no-rgb,compiled --profile --top 12 \
       2>&1 | grep -v Warn | tee "$out/levers_fuse_rgb.txt" ;;
+  gemm)
+    # the 1x1 convolutions as Triton-autotuned GEMMs with their epilogues fused (gemm-autotune) against compiled;
+    # MODELS (pose,detector) picks the models
+    python3 benchmarks/model_levers.py --models ${MODELS:-pose,detector} --variants compiled,gemm-autotune,compiled \
+      --profile --top 12 2>&1 | grep -v Warn | tee "$out/levers_gemm_autotune.txt" ;;
   fusion)
     # each convolution with its bias and activation fused by the cuDNN frontend (wheel carried in .cfe/);
     # batches 8 and 64 by default; FUSION_ARGS="--large --residual" adds each model's residual join to every shape

@@ -4,13 +4,15 @@ compiled-engine variants of both models, measured in one process.
 
     python3 benchmarks/model_levers.py [--models pose,detector] [--variants ...] [--profile]
 
-Variants: `compiled` (what `bench` runs: reduce-overhead options, cudnn.benchmark on),
-`no-benchmark` (cuDNN's heuristics), `cudnn-all` (cudnn.benchmark times every algorithm cuDNN
-offers, `benchmark_limit` 0, instead of its first 10), `1x1-as-mm` (Inductor's conv_1x1_as_mm),
-`gemm-autotune` (1x1 convs as Triton-autotuned GEMMs with fused epilogues, convolutions stay on
-cuDNN), `no-pad` (odd channel counts left as they are, as before session 10: see
-alphapose_trt/engines/padding.py), `fuse-rgb` (each model's RGB convolution with its BatchNorm and
-activation as one Triton kernel, alphapose_trt/engines/rgb_conv.py); `--cudnn-fused` adds the pose net rebuilt on cuDNN's fused conv+bias(+add)+ReLU calls.
+Variants: `compiled` (what `bench` runs: reduce-overhead options, cudnn.benchmark on, each
+model's RGB convolution with its BatchNorm and activation as one Triton kernel,
+alphapose_trt/engines/rgb_conv.py, since session 12), `no-rgb` (that convolution on cuDNN +
+Inductor's epilogue, as `compiled` until session 12), `no-benchmark` (cuDNN's heuristics),
+`cudnn-all` (cudnn.benchmark times every algorithm cuDNN offers, `benchmark_limit` 0, instead of
+its first 10), `1x1-as-mm` (Inductor's conv_1x1_as_mm), `gemm-autotune` (1x1 convs as
+Triton-autotuned GEMMs with fused epilogues, convolutions stay on cuDNN), `no-pad` (odd channel
+counts left as they are, as before session 10: see alphapose_trt/engines/padding.py);
+`--cudnn-fused` adds the pose net rebuilt on cuDNN's fused conv+bias(+add)+ReLU calls.
 Synthetic weights (speed does not depend on the values). Results: benchmarks/README.md.
 cuDNN keeps the algorithm it picked per convolution shape for the whole process, so compare
 cuDNN variants (`compiled`, `no-benchmark`, `cudnn-all`) in separate processes.
@@ -38,13 +40,14 @@ VARIANTS = {
     "no-benchmark": {},
     "cudnn-all": {},
     "1x1-as-mm": {"conv_1x1_as_mm": True},
-    "gemm-autotune": {
-        "conv_1x1_as_mm": True,
+    "gemm-autotune": {  # reduce-overhead's options plus GEMM autotuning only: mode max-autotune would also
+        "conv_1x1_as_mm": True,  # autotune the convolutions, whose Triton templates lost to cuDNN (session 1)
         "max_autotune_gemm": True,
         "max_autotune_gemm_backends": "TRITON,ATEN",
+        "max_autotune_conv_backends": "ATEN",
     },
     "no-pad": {},
-    "fuse-rgb": {},
+    "no-rgb": {},
 }
 
 
@@ -213,9 +216,9 @@ def main() -> None:
             torch.backends.cudnn.benchmark_limit = 0 if variant == "cudnn-all" else 10
             start = time.perf_counter()
             with patched(VARIANTS[variant]), unpadded(variant == "no-pad"):
-                mode = "max-autotune" if variant == "gemm-autotune" else "reduce-overhead"
                 engine = CompiledEngine(models[kind], device, "fp16", max_batch=BATCHES[kind][-1],
-                                        mode=mode, batch_sizes=BATCHES[kind], fuse_rgb=variant == "fuse-rgb")
+                                        mode="reduce-overhead", batch_sizes=BATCHES[kind],
+                                        fuse_rgb=variant != "no-rgb")
                 engine.warmup()
             build = time.perf_counter() - start
             for batch in BATCHES[kind]:
