@@ -59,8 +59,8 @@ case $stage in
       2>&1 | grep -v Warn | tee "$out/levers_fuse_rgb.txt" ;;
   gemm)
     # the 1x1 convolutions as Triton-autotuned GEMMs with their epilogues fused (gemm-autotune) against compiled;
-    # MODELS (pose,detector) picks the models
-    python3 benchmarks/model_levers.py --models ${MODELS:-pose,detector} --variants compiled,gemm-autotune,compiled \
+    # MODELS (pose,detector) picks the models; large batches only (Inductor autotunes each GEMM shape, ~15 s each)
+    python3 benchmarks/model_levers.py --models ${MODELS:-pose,detector} --variants gemm-autotune,compiled --large \
       --profile --top 12 2>&1 | grep -v Warn | tee "$out/levers_gemm_autotune.txt" ;;
   fusion)
     # each convolution with its bias and activation fused by the cuDNN frontend (wheel carried in .cfe/);

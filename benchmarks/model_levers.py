@@ -2,7 +2,7 @@
 (convolution / GEMM / Triton / other kernels per call, against the wall time per call) for
 compiled-engine variants of both models, measured in one process.
 
-    python3 benchmarks/model_levers.py [--models pose,detector] [--variants ...] [--profile]
+    python3 benchmarks/model_levers.py [--models pose,detector] [--variants ...] [--large] [--profile]
 
 Variants: `compiled` (what `bench` runs: reduce-overhead options, cudnn.benchmark on, each
 model's RGB convolution with its BatchNorm and activation as one Triton kernel,
@@ -197,6 +197,7 @@ def main() -> None:
     ap.add_argument("--models", default="pose,detector")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--iters", type=int, default=100)
+    ap.add_argument("--large", action="store_true", help="only each model's large batch (64 and 8): half the builds")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--top", type=int, default=0, help="with --profile: list this many kernels by time")
     ap.add_argument("--cudnn-fused", action="store_true", help="also the pose net as cuDNN fused conv calls")
@@ -211,17 +212,18 @@ def main() -> None:
     if args.cudnn_fused:
         bench_cudnn_fused(models, watch, args.iters)
     for kind in [m for m in args.models.split(",") if m]:
+        batches = BATCHES[kind][-1:] if args.large else BATCHES[kind]
         for variant in args.variants.split(","):
             torch.backends.cudnn.benchmark = variant != "no-benchmark"
             torch.backends.cudnn.benchmark_limit = 0 if variant == "cudnn-all" else 10
             start = time.perf_counter()
             with patched(VARIANTS[variant]), unpadded(variant == "no-pad"):
-                engine = CompiledEngine(models[kind], device, "fp16", max_batch=BATCHES[kind][-1],
-                                        mode="reduce-overhead", batch_sizes=BATCHES[kind],
+                engine = CompiledEngine(models[kind], device, "fp16", max_batch=batches[-1],
+                                        mode="reduce-overhead", batch_sizes=batches,
                                         fuse_rgb=variant != "no-rgb")
                 engine.warmup()
             build = time.perf_counter() - start
-            for batch in BATCHES[kind]:
+            for batch in batches:
                 inputs = random_inputs(engine, batch, 3, batch)
                 for i in range(10):
                     engine(inputs[i % 3])
