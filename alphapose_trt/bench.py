@@ -43,6 +43,7 @@ from alphapose_trt.engines.base import PRECISIONS, Engine
 from alphapose_trt.errors import AlphaPoseTrtError, one_line
 from alphapose_trt.fileio import atomic_write
 from alphapose_trt.io.sources import DECODERS
+from alphapose_trt.models import synthetic
 from alphapose_trt.models.load import LoadedModel, model_kind_of
 
 MODEL_CHOICES = ("detector", "pose", "pipeline")
@@ -249,8 +250,6 @@ def synthetic_weights(folder: Path, seed: int, kinds: Sequence[str] = ("detector
     models asked for are written (the detector file alone is 252 MB). Each file is written under a
     temporary name and moved into place, so a file at its final path is complete.
     """
-    from alphapose_trt.models import synthetic
-
     writers = {
         "detector": (synthetic.YOLOV3_SPP_FILENAME, synthetic.write_synthetic_yolov3_spp),
         "pose": (synthetic.FASTPOSE_FILENAME, synthetic.write_synthetic_fastpose),
@@ -338,13 +337,14 @@ class Stopwatch:
 
 
 def random_inputs(engine: Engine, batch: int, count: int, seed: int) -> list[torch.Tensor]:
-    """`count` different random batches, already on the engine's device in its input dtype."""
+    """`count` different random batches, already on the engine's device in its input dtype.
+
+    Drawn like the images the synthetic weights are calibrated on (smooth blobs plus fine noise):
+    on uniform noise the synthetic detector's box logits grow until exp(w, h) overflows fp16, and
+    an output full of inf makes every error against a reference NaN (session 13)."""
     generator = torch.Generator().manual_seed(seed)
     h, w = engine.meta.input_hw
-    return [
-        torch.rand(batch, 3, h, w, generator=generator).to(engine.device, engine.input_dtype)
-        for _ in range(count)
-    ]
+    return [synthetic.random_images(generator, batch, h, w).to(engine.device, engine.input_dtype) for _ in range(count)]
 
 
 @dataclass

@@ -248,3 +248,17 @@ def test_gc_pauses_records_slow_collections_with_their_batch():
     gc.collect()  # outside the block: not recorded
     assert len(pauses) == 1 and pauses[0][:2] == (7, 2) and pauses[0][2] > 1.0
     del keep
+
+
+def test_random_inputs_keep_the_synthetic_detector_in_range(detector_model):
+    """Bench inputs come from the synthetic weights' calibration distribution: on uniform noise the
+    synthetic detector's box sizes overflowed fp16, and every probe's error against a reference was NaN."""
+    from alphapose_trt.engines.eager import EagerEngine
+
+    engine = EagerEngine(detector_model, "cpu", "fp32", max_batch=1)
+    first, second = bench.random_inputs(engine, 1, 2, seed=3)
+    assert first.shape == (1, 3, *detector_model.input_hw) and not torch.equal(first, second)
+    assert torch.equal(first, bench.random_inputs(engine, 1, 1, seed=3)[0])  # a seed gives the same batches
+    with torch.inference_mode():
+        rows = engine(first)
+    assert rows[..., 2:4].max() < torch.finfo(torch.float16).max / 10  # box w, h in pixels
