@@ -58,7 +58,7 @@ case $stage in
     python3 benchmarks/model_levers.py --models detector,pose --variants no-rgb,compiled,no-rgb,compiled --profile --top 12 \
       2>&1 | grep -v Warn | tee "$out/levers_fuse_rgb.txt" ;;
   gemm)
-    # the 1x1 convolutions as Triton-autotuned GEMMs with their epilogues fused (gemm-autotune) against compiled;
+    # the 1x1 convolutions as Triton-autotuned GEMMs, epilogue fusion allowed (gemm-autotune), against compiled;
     # MODELS (pose,detector) picks the models; large batches only (Inductor autotunes each GEMM shape, ~15 s each)
     python3 benchmarks/model_levers.py --models ${MODELS:-pose,detector} --variants gemm-autotune,compiled --large \
       --profile --top 12 2>&1 | grep -v Warn | tee "$out/levers_gemm_autotune.txt" ;;
