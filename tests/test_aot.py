@@ -11,6 +11,7 @@ from alphapose_trt.engines import aot
 from alphapose_trt.engines.eager import EagerEngine
 from alphapose_trt.errors import AlphaPoseTrtError
 from alphapose_trt.models.load import load_detector
+from alphapose_trt.models.synthetic import random_images
 
 pytestmark = pytest.mark.slow
 
@@ -42,13 +43,15 @@ def monkeypatch_module():
 
 
 def test_static_detector_package_matches_eager(packages, small_detector):
-    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    # images like the synthetic weights' calibration ones: on uniform noise a few box sizes reach
+    # ~1e8 px and the relative error would measure little else
+    x = random_images(torch.Generator().manual_seed(0), 3, 64, 64)
     engine = open_engine(packages["detector"], kind="detector")
     assert engine.meta.format == "aot" and engine.batch_sizes == (2,)
     out, ref = engine(x), EagerEngine(small_detector, "cpu", "fp32")(x)
     assert out.shape == ref.shape == (3, *ref.shape[1:])  # 2 + (1 padded to 2), trimmed
-    keep = torch.isfinite(ref)
-    assert rel_err(out[keep], ref[keep]) < 1e-4
+    assert torch.isfinite(ref).all()
+    assert rel_err(out, ref) < 1e-4
 
 
 def test_dynamic_pose_package_matches_eager(packages, pose_model):
