@@ -203,6 +203,9 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=0, help="with --profile: list this many kernels by time")
     ap.add_argument("--cudnn-fused", action="store_true", help="also the pose net as cuDNN fused conv calls")
     args = ap.parse_args()
+    unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
+    if unknown:  # e.g. `fuse-rgb`, now `compiled` (session 13)
+        ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     device = torch.device("cuda")
     from alphapose_trt.cli import build_parser
 
