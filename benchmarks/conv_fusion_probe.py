@@ -40,6 +40,7 @@ from alphapose_trt.bench import BenchOptions, load_models
 from alphapose_trt.cli import build_parser
 from alphapose_trt.models.darknet import LEAKY_SLOPE
 from conv_layers import BATCHES, conv_calls, graph_time_ms  # benchmarks/, the script's folder
+from triton_conv import TritonFusedConv, compiled_epilogue, epilogue
 
 
 def load_cudnn_frontend():
@@ -157,21 +158,14 @@ def main() -> None:
         def fuse(x, w, b, y, stride, padding, slope, r):
             return FusedConv(cudnn, handle, x, w, b, y, stride, padding, slope, args.plans, r)
     else:
-        from triton_conv import TritonFusedConv as fuse  # benchmarks/, the script's folder
+        fuse = TritonFusedConv
     opts = BenchOptions.from_args(build_parser("bench").parse_args(["bench", "--model", "pipeline", "--device", "cuda"]))
     kinds = args.models.split(",")
     models, _ = load_models(opts, kinds)
     for kind in kinds:
         slope = LEAKY_SLOPE if kind == "detector" else None
-
-        def epilogue(y: torch.Tensor, b: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
-            y = y + b
-            if slope is None:
-                return F.relu(y if r is None else y + r)
-            y = F.leaky_relu(y, slope)
-            return y if r is None else y + r
-
-        compiled_epilogue = torch.compile(epilogue, dynamic=True)
+        # the epilogue's own terms: pose ReLU (slope 0) with the residual before it, detector leaky with it after
+        act, after = (0.0, False) if slope is None else (slope, True)
         loaded = models[kind]
         module = loaded.module.to("cuda", torch.float16).to(memory_format=torch.channels_last).eval()
         h, w = loaded.input_hw
@@ -191,8 +185,8 @@ def main() -> None:
                 y = F.conv2d(x, wt, None, stride, padding)
                 r = torch.randn_like(y) if args.residual else None
                 conv_ms = graph_time_ms(lambda: F.conv2d(x, wt, None, stride, padding), args.reps)
-                epi_ms = graph_time_ms(lambda: compiled_epilogue(y, b, r), args.reps)
-                reference = epilogue(y.float(), b.float(), None if r is None else r.float())
+                epi_ms = graph_time_ms(lambda: compiled_epilogue(y, b, r, act, after), args.reps)
+                reference = epilogue(y.float(), b.float(), None if r is None else r.float(), act, after)
                 out = torch.empty_like(y)
                 try:
                     fused = fuse(x, wt, b, out, stride, padding, slope, r)

@@ -11,8 +11,8 @@ Inductor's epilogue, as `compiled` until session 12), `no-benchmark` (cuDNN's he
 `cudnn-all` (cudnn.benchmark times every algorithm cuDNN offers, `benchmark_limit` 0, instead of
 its first 10), `1x1-as-mm` (Inductor's conv_1x1_as_mm), `gemm-autotune` (1x1 convs as
 Triton-autotuned GEMMs, epilogue fusion allowed (none was fused in session 13), convolutions stay
-on cuDNN), `no-pad` (odd channel
-counts left as they are, as before session 10: see alphapose_trt/engines/padding.py);
+on cuDNN), `no-pad` (odd channel counts left as they are, as before session 10: see
+alphapose_trt/engines/padding.py);
 `--cudnn-fused` adds the pose net rebuilt on cuDNN's fused conv+bias(+add)+ReLU calls.
 Synthetic weights (speed does not depend on the values). Results: benchmarks/README.md.
 cuDNN keeps the algorithm it picked per convolution shape for the whole process, so compare
