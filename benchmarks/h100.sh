@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The exact commands behind benchmarks/README.md, run on the lent H100 from the repository root:
-#   bash benchmarks/h100.sh tests|models|overhead|rgb|branches|gemm|fusion|triton|triton-engines|frontend|pipeline|profile|aot|autotune|nvdec OUTDIR
+#   bash benchmarks/h100.sh tests|models|overhead|rgb|gemm|fusion|triton|triton-engines|frontend|pipeline|profile|aot|autotune|nvdec OUTDIR
 # Synthetic weights (speed does not depend on the values); caches under .cache/ so a warm
 # machine reuses weights and Inductor builds between stages. DECODERS=opencv,pyav,nvdec adds PyAV
 # and NVDEC video runs to the pipeline stage (PyAV, PyNvVideoCodec on PYTHONPATH); BACKENDS=compiled runs only that one;
@@ -57,10 +57,6 @@ case $stage in
     # each model's RGB convolution as one Triton kernel (compiled) against cuDNN + Inductor (no-rgb), alternating
     python3 benchmarks/model_levers.py --models detector,pose --variants no-rgb,compiled,no-rgb,compiled --profile --top 12 \
       2>&1 | grep -v Warn | tee "$out/levers_fuse_rgb.txt" ;;
-  branches)
-    # the detector's heads on a second stream beside the layers after them (branch-streams) against compiled, alternating
-    python3 benchmarks/model_levers.py --models detector --variants compiled,branch-streams,compiled,branch-streams \
-      --profile 2>&1 | grep -v Warn | tee "$out/levers_branch_streams.txt" ;;
   gemm)
     # the 1x1 convolutions as Triton-autotuned GEMMs, epilogue fusion allowed (gemm-autotune), against compiled;
     # MODELS (pose,detector) picks the models; large batches only (Inductor autotunes each GEMM shape, ~15 s each)

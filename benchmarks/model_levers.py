@@ -12,8 +12,7 @@ Inductor's epilogue, as `compiled` until session 12), `no-benchmark` (cuDNN's he
 its first 10), `1x1-as-mm` (Inductor's conv_1x1_as_mm), `gemm-autotune` (1x1 convs as
 Triton-autotuned GEMMs, epilogue fusion allowed (none was fused in session 13), convolutions stay
 on cuDNN), `no-pad` (odd channel counts left as they are, as before session 10: see
-alphapose_trt/engines/padding.py), `branch-streams` (the detector's heads beside the layers after
-them on a second stream, alphapose_trt/engines/branches.py; the pose net unchanged);
+alphapose_trt/engines/padding.py);
 `--cudnn-fused` adds the pose net rebuilt on cuDNN's fused conv+bias(+add)+ReLU calls.
 Synthetic weights (speed does not depend on the values). Results: benchmarks/README.md.
 cuDNN keeps the algorithm it picked per convolution shape for the whole process, so compare
@@ -50,7 +49,6 @@ VARIANTS = {
     },
     "no-pad": {},
     "no-rgb": {},
-    "branch-streams": {},
 }
 
 
@@ -226,8 +224,7 @@ def main() -> None:
             with patched(VARIANTS[variant]), unpadded(variant == "no-pad"):
                 engine = CompiledEngine(models[kind], device, "fp16", max_batch=batches[-1],
                                         mode="reduce-overhead", batch_sizes=batches,
-                                        fuse_rgb=variant != "no-rgb",
-                                        branch_streams=variant == "branch-streams")
+                                        fuse_rgb=variant != "no-rgb")
                 engine.warmup()
             build = time.perf_counter() - start
             for batch in batches:

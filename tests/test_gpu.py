@@ -101,23 +101,6 @@ def test_engines_with_their_rgb_convolution_as_one_kernel_match_eager_fp32(case,
         compare_outputs(model, engine(x), reference(x), TOLERANCE[precision])
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_detector_with_its_heads_on_a_side_stream_matches_eager_fp32(gpu_detector, precision):
-    """`branch_streams`: the heads' layers run on a second stream inside the engine's CUDA graph.
-    Calls queued back to back without a synchronisation would show a missing join as wrong rows."""
-    reference = EagerEngine(gpu_detector, "cuda", "fp32", max_batch=MAX_BATCH, channels_last=False)
-    engine = CompiledEngine(gpu_detector, "cuda", precision, max_batch=MAX_BATCH, mode="reduce-overhead",
-                            batch_sizes=(1, MAX_BATCH), branch_streams=True)
-    assert engine._compiled.branches == 2
-    inputs = [natural_inputs(gpu_detector, n, seed=n) for n in (1, 7, MAX_BATCH, 1, 7)]
-    outputs = [engine(x) for x in inputs]
-    for x, out in zip(inputs, outputs):
-        compare_outputs(gpu_detector, out, reference(x), TOLERANCE[precision])
-    with torch.inference_mode():
-        again = engine.capturable()(inputs[2])  # as the pipeline's detector stage runs it, uncaptured
-    torch.testing.assert_close(again, outputs[2], rtol=0, atol=0)
-
-
 def test_graph_replays_keep_the_captured_cudnn_flags_without_entering_them(pose_model, monkeypatch):
     """Replays skip `conv_precision` (host time in front of the first kernel), yet an fp32 graph
     stays true fp32 with TF32 allowed globally: its flags were applied when it was captured."""

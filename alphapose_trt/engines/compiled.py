@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch._dynamo
 import torch._inductor.config as inductor_config
 
 from alphapose_trt.engines.base import powers_of_two_up_to
-from alphapose_trt.engines.branches import BranchedDarknet
 from alphapose_trt.engines.eager import ModuleEngine, meta_for, prepare_module
-from alphapose_trt.models.darknet import Darknet
 from alphapose_trt.models.load import LoadedModel
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -75,8 +72,6 @@ class CompiledEngine(ModuleEngine):
     engine no longer copies it to channels_last (H100: the detector's first layer at batch 8 took
     0.27 ms as cuDNN + epilogue, 0.10 ms as the kernel; benchmarks/README.md, session 12).
     Default: on with CUDA.
-    branch_streams: a darknet detector's heads compiled apart from the layers after them and
-    run beside those on a second CUDA stream (`branches.BranchedDarknet`). Default: off.
     """
 
     def __init__(
@@ -88,7 +83,6 @@ class CompiledEngine(ModuleEngine):
         mode: str | None = None,
         batch_sizes: tuple[int, ...] | None = None,
         fuse_rgb: bool | None = None,
-        branch_streams: bool = False,
     ) -> None:
         device = torch.device(device)
         if mode is None:
@@ -102,21 +96,13 @@ class CompiledEngine(ModuleEngine):
         enable_persistent_cache()
         # Freezing folds BatchNorm into the convolutions and treats weights as constants.
         inductor_config.freezing = True
+        _allow_recompiles(len(self.batch_sizes))
         self.mode = mode
         cuda = device.type == "cuda"
         fuse_rgb = cuda if fuse_rgb is None else fuse_rgb and cuda
         self.module = prepare_module(model, device, precision, cuda, pad_convs=cuda, fuse_rgb=fuse_rgb)
         self.channels_last = cuda and not fuse_rgb
-
-        def compile(module: torch.nn.Module) -> Callable:
-            return torch.compile(module, dynamic=False, fullgraph=True, options=_options(mode))
-
-        if branch_streams and isinstance(self.module, Darknet):
-            self._compiled = BranchedDarknet(self.module, compile)
-            _allow_recompiles(len(self.batch_sizes) * len(self._compiled.ranges))
-        else:
-            self._compiled = compile(self.module)
-            _allow_recompiles(len(self.batch_sizes))
+        self._compiled = torch.compile(self.module, dynamic=False, fullgraph=True, options=_options(mode))
         self._set_forward(cuda and "no-cudagraphs" not in mode and mode != "default")
 
     def _plain(self, x: torch.Tensor) -> torch.Tensor:

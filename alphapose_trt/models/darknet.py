@@ -742,20 +742,9 @@ class Darknet(nn.Module):
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             shape = ", ".join(map(str, expected))
             raise AlphaPoseTrtError(f"Darknet input must be [B, {shape}], got {list(x.shape)}")
-        _, detections = self.run_layers(0, len(self.module_list), x, {})
-        return torch.cat(detections, dim=1)
-
-    def run_layers(self, start: int, stop: int, x: Tensor, kept: dict[int, Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """Layers start .. stop - 1 on x, the output of layer start - 1 (the image for 0).
-
-        Routes and shortcuts read earlier outputs from `kept`, and the outputs later layers read
-        are added to it. Returns the last layer's output and the rows of the heads in the range.
-        The forward is one call over all layers; `engines/branches.py` runs ranges of them on
-        two CUDA streams.
-        """
+        kept: dict[int, Tensor] = {}
         detections = []
-        for index in range(start, stop):
-            module = self.module_list[index]
+        for index, module in enumerate(self.module_list):
             if isinstance(module, Route):
                 x = module([kept[ref] for ref in module.layers])
             elif isinstance(module, Shortcut):
@@ -766,32 +755,7 @@ class Darknet(nn.Module):
                 x = module(x)
             if index in self._kept:
                 kept[index] = x
-        return x, detections
-
-    def head_branches(self) -> list[tuple[int, int]]:
-        """(first, last) layers of each head that can run beside the layers after it.
-
-        Why: at small batches a head's last convolutions (YOLOv3-SPP at 608: 3x3 512 -> 1024 at
-        19x19, then 1x1 to 255 channels) occupy few of a GPU's multiprocessors, and so do the
-        layers the network goes on with, which do not read the head. Such a head is a run of
-        layers ending at a [yolo] layer, each reading only the layer before it, none read by a
-        later route or shortcut, starting after a layer a later route reads (it stays alive for
-        the rest of the forward) and followed by a route (the rest does not read the head).
-        """
-        branches = []
-        for last, module in enumerate(self.module_list):
-            if not isinstance(module, YoloLayer) or last in self._kept or last + 1 >= len(self.module_list):
-                continue
-            if not isinstance(self.module_list[last + 1], Route):
-                continue
-            first = last
-            while first > 0 and first - 1 not in self._kept and not isinstance(
-                self.module_list[first - 1], (Route, Shortcut, YoloLayer)
-            ):
-                first -= 1
-            if first > 0 and first - 1 in self._kept:
-                branches.append((first, last))
-        return branches
+        return torch.cat(detections, dim=1)
 
 
 # ----------------------------------------------------------------------------------------------
