@@ -82,6 +82,12 @@ case $stage in
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/cfe .cfe/*.whl
     PYTHONPATH=$PYTHONPATH:/tmp/cfe timeout ${FRONTEND_S:-480} python3 benchmarks/frontend_engines.py 2>&1 | grep -v Warn \
       | tee "$out/frontend_engines.txt" ;;
+  frontend-compiled)
+    # the compiled engines with every other convolution (and the darknet shortcuts) as a cuDNN frontend graph, an op
+    # Inductor compiles around, against the plain compiled engines, alternating (wheel in .cfe/)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/cfe .cfe/*.whl
+    PYTHONPATH=$PYTHONPATH:/tmp/cfe timeout ${FRONTEND_S:-480} python3 benchmarks/frontend_engines.py --backend frontend-compiled \
+      ${FRONTEND_ARGS:-} 2>&1 | grep -v Warn | tee "$out/frontend_compiled.txt" ;;
   models)
     $cli bench --model pose --backend eager,compiled --precision fp16 --batch 1,64 \
       --compile-mode "${COMPILE_MODE:-reduce-overhead}" --outdir "$out/pose" 2>&1 | tail -25
