@@ -101,6 +101,23 @@ def test_engines_with_their_rgb_convolution_as_one_kernel_match_eager_fp32(case,
         compare_outputs(model, engine(x), reference(x), TOLERANCE[precision])
 
 
+def test_engines_with_fused_cudnn_convolutions_match_eager_fp32(case):
+    """`fuse_convs`: every other convolution with its BatchNorm, activation and residual join as one
+    cuDNN frontend kernel inside the compiled graph (needs nvidia-cudnn-frontend: `.cfe/` on the H100)."""
+    from alphapose_trt.engines.cudnn_fusion import ConvAct, JoinedShortcut, frontend
+
+    assert frontend() is not None, "nvidia-cudnn-frontend is not importable"
+    model, reference = case
+    engine = CompiledEngine(model, "cuda", "fp16", max_batch=MAX_BATCH, mode="reduce-overhead",
+                            batch_sizes=(1, MAX_BATCH), fuse_convs=True)
+    modules = list(engine.module.modules())
+    assert sum(isinstance(m, ConvAct) for m in modules) == (72 if model.kind == "detector" else 54)
+    assert sum(isinstance(m, JoinedShortcut) for m in modules) == (23 if model.kind == "detector" else 0)
+    for n in (1, 7):
+        x = natural_inputs(model, n, seed=n)
+        compare_outputs(model, engine(x), reference(x), TOLERANCE["fp16"])
+
+
 def test_graph_replays_keep_the_captured_cudnn_flags_without_entering_them(pose_model, monkeypatch):
     """Replays skip `conv_precision` (host time in front of the first kernel), yet an fp32 graph
     stays true fp32 with TF32 allowed globally: its flags were applied when it was captured."""

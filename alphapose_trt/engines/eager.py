@@ -16,13 +16,14 @@ from alphapose_trt.models.load import LoadedModel
 
 def prepare_module(
     model: LoadedModel, device: torch.device, precision: str, channels_last: bool, pad_convs: bool = False,
-    fuse_rgb: bool = False,
+    fuse_rgb: bool = False, fuse_convs: bool = False,
 ) -> nn.Module:
     """A deep copy of the model in eval mode on `device`, cast and laid out for inference.
 
     fuse_rgb: each RGB convolution with its BatchNorm and activation as one Triton kernel
     (`rgb_conv.fuse_rgb_convs`). pad_convs: the other odd channel counts made tensor-core
-    friendly (`padding.pad_channels`).
+    friendly (`padding.pad_channels`). fuse_convs: the other convolutions with their BatchNorm,
+    activation and residual joins as one cuDNN kernel each (`cudnn_fusion.fuse_convs`).
     """
     import copy
 
@@ -36,6 +37,10 @@ def prepare_module(
         fuse_rgb_convs(module)
     if pad_convs:
         pad_channels(module)
+    if fuse_convs:
+        from alphapose_trt.engines.cudnn_fusion import fuse_convs as fuse
+
+        fuse(module)
     module = module.eval().to(device=device, dtype=PRECISIONS[precision])
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
