@@ -78,7 +78,7 @@ def reference(x: Tensor, weight: Tensor, bias: Tensor, residual: Tensor | None, 
 class _Built:
     graph: Any
     tensors: tuple  # the graph's x, weight, bias, residual (or None), output
-    workspace: Tensor
+    workspace_bytes: int  # allocated per call, in stream order: engines on other streams may share the graph
     plan: int
 
 
@@ -123,8 +123,9 @@ def _build(cudnn: Any, handle: Any, x: Tensor, weight: Tensor, bias: Tensor, res
             continue
     if not plans:
         raise RuntimeError(f"cuDNN builds no fused kernel for input {tuple(x.shape)}, weight {tuple(weight.shape)}")
-    workspace = torch.empty(max(size for _, size in plans) + 1, device=x.device, dtype=torch.uint8)
-    built = _Built(graph, (tx, tw, tb, tz, y), workspace, plans[0][0])
+    size = max(size for _, size in plans) + 1
+    workspace = torch.empty(size, device=x.device, dtype=torch.uint8)
+    built = _Built(graph, (tx, tw, tb, tz, y), size, plans[0][0])
     if len(plans) > 1 and not torch.cuda.is_current_stream_capturing():
         pack = {tx: x, tw: weight, tb: bias, y: out, **({tz: residual} if tz is not None else {})}
         times = {plan: _time_ms(lambda: graph.execute_plan_at_index(pack, workspace, plan, handle=handle))
@@ -169,7 +170,8 @@ def conv_act(x: Tensor, weight: Tensor, bias: Tensor, residual: Tensor | None, s
     built = _built[key]
     tx, tw, tb, tz, ty = built.tensors
     pack = {tx: x, tw: weight, tb: bias, ty: out, **({tz: residual} if tz is not None else {})}
-    built.graph.execute_plan_at_index(pack, built.workspace, built.plan, handle=handle)
+    workspace = torch.empty(built.workspace_bytes, device=x.device, dtype=torch.uint8)
+    built.graph.execute_plan_at_index(pack, workspace, built.plan, handle=handle)
     return out
 
 
