@@ -16,10 +16,10 @@ whole models. Each model runs eagerly in one CUDA graph per batch (`CudaGraphCac
 - detector: every Darknet block (conv, BatchNorm, leaky ReLU or linear) as one `FrontendConv`;
   shortcuts, routes, pools and the YOLO heads stay PyTorch ops.
 `--backend frontend-compiled` keeps the compiled engine and swaps the same convolutions as
-`--backend triton` (below) for the frontend graphs, each behind one custom op (`frontend_conv`)
-that Inductor compiles around, so the rest of the model is fused as in the plain engine (session 12's
-eager frontend models were not; the per-layer probe then found the fused graphs as fast as the
-bare convolutions, session 14).
+`--backend triton` (below) for the frontend graphs, each behind one custom op that Inductor
+compiles around (`engines/cudnn_fusion.conv_act`, the engines' `fuse_convs`), so the rest of the
+model is fused as in the plain engine (session 12's eager frontend models were not; the per-layer
+probe then found the fused graphs as fast as the bare convolutions, session 14).
 `--backend triton` keeps the compiled engine (Inductor, CUDA graphs, the RGB kernel) and swaps,
 before it compiles, every other convolution but the padded heads for `triton_conv.TritonConv`
 (the same pose modules; each Darknet block, with the shortcut that follows it joined inside its
@@ -40,10 +40,12 @@ import torch.nn.functional as F
 
 from alphapose_trt.bench import BenchOptions, Stopwatch, load_models, random_inputs
 from alphapose_trt.cli import build_parser
+from alphapose_trt.engines import cudnn_fusion
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import CudaGraphCache, EagerEngine
 from alphapose_trt.engines.padding import RGB_CHANNELS
 from alphapose_trt.engines.rgb_conv import activation_slope
+from alphapose_trt.engines.cudnn_fusion import JoinedShortcut
 from alphapose_trt.models.darknet import ConvBlock, Shortcut
 from conv_fusion_probe import event_time_ms, load_cudnn_frontend  # benchmarks/, the script's folder
 from conv_layers import BATCHES
@@ -152,119 +154,15 @@ class FrontendConv(FusedConv):
         return y
 
 
-_FRONTEND: list = []  # [the cudnn module, its handle], loaded on first use
-_GRAPHS: dict[tuple, tuple] = {}  # one built frontend graph per layer shape, shared by the layers of that shape
-PLANS = [4]  # the heuristics' first PLANS plans are timed when a shape's graph is built (`--plans`)
-
-
-def _out_hw(x: torch.Tensor, w: torch.Tensor, stride: int, padding: int) -> tuple[int, int]:
-    return tuple((n + 2 * padding - k) // stride + 1 for n, k in zip(x.shape[2:], w.shape[2:]))
-
-
-def _build_graph(x, w, b, z, y, stride: int, padding: int, slope: float, before: bool) -> tuple:
-    """The frontend graph conv -> bias [-> + z] -> act [-> + z] for these tensors' shapes and strides,
-    with the fastest of its first PLANS plans (timed here, so never while a CUDA graph captures)."""
-    cudnn, handle = _FRONTEND
-    half, fp32 = cudnn.data_type.HALF, cudnn.data_type.FLOAT
-    graph = cudnn.pygraph(io_data_type=half, intermediate_data_type=fp32, compute_data_type=fp32, handle=handle)
-
-    def tensor(name: str, t: torch.Tensor):
-        return graph.tensor(name=name, dim=list(t.shape), stride=list(t.stride()), data_type=half)
-
-    tx, tw, tb = tensor("x", x), tensor("w", w), tensor("b", b)
-    tz = None if z is None else tensor("z", z)
-    out = graph.bias(name="bias", input=graph.conv_fprop(image=tx, weight=tw, padding=[padding] * 2,
-                                                          stride=[stride] * 2, dilation=[1, 1]), bias=tb)
-    if tz is not None and before:
-        out = graph.add(name="residual", a=out, b=tz)
-    if slope == 0.0:
-        out = graph.relu(name="act", input=out)
-    elif slope != 1.0:
-        out = graph.leaky_relu(name="act", input=out, negative_slope=slope)
-    if tz is not None and not before:
-        out = graph.add(name="shortcut", a=out, b=tz)
-    out.set_output(True).set_data_type(half).set_dim(list(y.shape)).set_stride(list(y.stride()))
-    graph.validate()
-    graph.build_operation_graph()
-    graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
-    graph.check_support()
-    built = []
-    for plan in range(min(graph.get_execution_plan_count(), PLANS[0])):
-        try:
-            graph.build_plan_at_index(plan)
-            built.append((plan, graph.get_workspace_size_plan_at_index(plan)))
-        except Exception:  # noqa: BLE001 - a plan the backend declines
-            continue
-    if not built:
-        raise RuntimeError(f"no fused plan builds for input {tuple(x.shape)}, weight {tuple(w.shape)}")
-    workspace = torch.empty(max(size for _, size in built) + 1, device=x.device, dtype=torch.uint8)
-    pack = {tx: x, tw: w, tb: b, out: y, **({tz: z} if z is not None else {})}
-    times = {plan: event_time_ms(lambda: graph.execute_plan_at_index(pack, workspace, plan, handle=handle), 5)
-             for plan, _ in built}
-    best = min(times, key=times.get)
-    print(f"  frontend graph x{tuple(x.shape)} w{tuple(w.shape)} s{stride} z={'before' if before else 'after' if z is not None else '-'}: "
-          f"plan {best} of {len(built)} built, {times[best]:.4f} ms alone", flush=True)
-    return graph, (tx, tw, tb, tz, out), workspace, best
-
-
-@torch.library.custom_op("aptrt_probe::frontend_conv", mutates_args=(), tags=(torch.Tag.needs_fixed_stride_order,))
-def frontend_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, z: torch.Tensor | None, stride: int,
-                  padding: int, slope: float, before: bool) -> torch.Tensor:
-    """act(conv(x, w) + b [+ z]) [+ z] as one cuDNN frontend graph: z joins before the activation
-    (`before`: the pose bottleneck's ReLU) or after it (a darknet shortcut); slope 0 is ReLU, 1
-    linear. Opaque to Inductor, which compiles everything around it (`--backend frontend-compiled`)."""
-    if not _FRONTEND:
-        cudnn = load_cudnn_frontend()
-        _FRONTEND.extend([cudnn, cudnn.create_handle()])
-    cudnn, handle = _FRONTEND
-    cudnn.set_stream(handle=handle, stream=torch.cuda.current_stream().cuda_stream)
-    y = torch.empty((x.shape[0], w.shape[0], *_out_hw(x, w, stride, padding)), device=x.device, dtype=x.dtype,
-                    memory_format=torch.channels_last)
-    key = (tuple(x.shape), x.stride(), tuple(w.shape), w.stride(), b.stride(), None if z is None else z.stride(),
-           stride, padding, slope, before)
-    if key not in _GRAPHS:
-        _GRAPHS[key] = _build_graph(x, w, b, z, y, stride, padding, slope, before)
-    graph, (tx, tw, tb, tz, ty), workspace, plan = _GRAPHS[key]
-    pack = {tx: x, tw: w, tb: b, ty: y, **({tz: z} if z is not None else {})}
-    graph.execute_plan_at_index(pack, workspace, plan, handle=handle)
-    return y
-
-
-@frontend_conv.register_fake
-def _(x, w, b, z, stride, padding, slope, before):
-    return torch.empty((x.shape[0], w.shape[0], *_out_hw(x, w, stride, padding)), device=x.device, dtype=x.dtype,
-                       memory_format=torch.channels_last)
-
-
-class CompiledFrontendConv(FusedConv):
-    """Conv + folded BatchNorm + activation [+ residual] as `frontend_conv`, for the compiled engine:
-    the same arguments and joins as `TritonConv` (slope: 0 ReLU, 1 linear, else leaky; join:
-    "before-relu" or "after-act")."""
-
-    def __init__(self, conv: torch.nn.Conv2d, bn, slope: float, join: str) -> None:
-        if conv.stride[0] != conv.stride[1] or conv.padding[0] != conv.padding[1] or conv.groups != 1:
-            raise ValueError(f"no frontend graph here for {conv}")
-        super().__init__(conv, bn, slope == 0.0)  # BatchNorm folded, fp16, channels_last weights
-        self.bias = self.bias.reshape(1, -1, 1, 1).contiguous(memory_format=torch.channels_last)
-        self.stride, self.padding, self.slope, self.join = conv.stride[0], conv.padding[0], slope, join
-
-    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
-        slope, before = self.slope, False
-        if z is not None:
-            z = z.contiguous(memory_format=torch.channels_last)
-            if self.join == "before-relu":
-                slope, before = 0.0, True
-        return frontend_conv(x, self.weight, self.bias, z, self.stride, self.padding, slope, before)
-
-
 def frontend_compiled_engine(model, batches) -> CompiledEngine:
-    """The compiled engine with its convolutions swapped for CompiledFrontendConv before it compiles."""
-    engine = CompiledEngine(model, "cuda", "fp16", max_batch=batches[-1], mode="reduce-overhead", batch_sizes=batches)
-    (swap_pose if model.kind == "pose" else swap_detector)(engine.module, CompiledFrontendConv)
-    print(f"{model.kind}: {sum(isinstance(m, CompiledFrontendConv) for m in engine.module.modules())} convolutions "
-          f"as frontend graphs, {sum(isinstance(m, JoinedShortcut) for m in engine.module.modules())} shortcuts joined",
-          flush=True)
+    """The compiled engine with its convolutions fused by the cuDNN frontend (`fuse_convs`, the
+    library's `engines/cudnn_fusion.py` since session 14; its first run used a copy of it here, at
+    7faec85)."""
+    engine = CompiledEngine(model, "cuda", "fp16", max_batch=batches[-1], mode="reduce-overhead", batch_sizes=batches,
+                            fuse_convs=True)
+    modules = list(engine.module.modules())
+    print(f"{model.kind}: {sum(isinstance(m, cudnn_fusion.ConvAct) for m in modules)} convolutions as frontend "
+          f"graphs, {sum(isinstance(m, cudnn_fusion.JoinedShortcut) for m in modules)} shortcuts joined", flush=True)
     engine.warmup()
     return engine
 
@@ -282,7 +180,7 @@ def frontend_detector(module: torch.nn.Module, make) -> torch.nn.Module:
 
 def swap_pose(module: torch.nn.Module, make_conv) -> None:
     """In place: FastPose's bottlenecks and DUC convolutions as `make_conv(conv, bn, slope, join)`
-    (TritonConv or CompiledFrontendConv; the stem is the RGB kernel already, the padded output
+    (TritonConv; the stem is the RGB kernel already, the padded output
     convolution stays on cuDNN)."""
     def make(conv, bn, relu):
         return make_conv(conv, bn, 0.0 if relu else 1.0, "before-relu")
@@ -293,19 +191,6 @@ def swap_pose(module: torch.nn.Module, make_conv) -> None:
             layer[i] = FusedBottleneck(block, make)
     for duc in (module.duc1, module.duc2):
         duc.conv, duc.bn, duc.relu = make(duc.conv, duc.bn, True), torch.nn.Identity(), torch.nn.Identity()
-
-
-class JoinedShortcut(Shortcut):
-    """A linear darknet shortcut computed inside the kernel of the convolution before it, whose
-    place in the layer list an Identity takes: Darknet.forward hands the shortcut the
-    convolution's input and the source layer's output."""
-
-    def __init__(self, conv: torch.nn.Module, shortcut: Shortcut) -> None:
-        super().__init__(shortcut.source, "linear")
-        self.conv = conv
-
-    def forward(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        return self.conv(x, other)
 
 
 def swap_detector(module: torch.nn.Module, make_conv) -> None:
@@ -320,7 +205,7 @@ def swap_detector(module: torch.nn.Module, make_conv) -> None:
                 modules[i] = make_conv(block.conv, block.bn, slope, "after-act")
     for i in range(len(modules) - 1):
         conv, shortcut = modules[i], modules[i + 1]
-        if (isinstance(conv, (TritonConv, CompiledFrontendConv)) and isinstance(shortcut, Shortcut)
+        if (isinstance(conv, TritonConv) and isinstance(shortcut, Shortcut)
                 and isinstance(shortcut.act, torch.nn.Identity) and i not in module._kept):
             modules[i], modules[i + 1] = torch.nn.Identity(), JoinedShortcut(conv, shortcut)
 
@@ -350,7 +235,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.backends.cudnn.benchmark = True
     print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version(), flush=True)
-    PLANS[0] = args.plans
+    cudnn_fusion.PLANS = args.plans
     if args.backend == "frontend":
         cudnn = load_cudnn_frontend()
         handle = cudnn.create_handle()
@@ -376,7 +261,7 @@ def main() -> None:
             graphs = CudaGraphCache(module)
             fused = torch.inference_mode()(lambda x: graphs(x))
         compiled = CompiledEngine(models[kind], "cuda", "fp16", max_batch=batches[-1], mode="reduce-overhead",
-                                  batch_sizes=batches)
+                                  batch_sizes=batches, fuse_convs=False)
         compiled.warmup()
         for batch in batches:
             inputs = random_inputs(reference, batch, 3, batch)

@@ -227,11 +227,11 @@ class FusedBottleneck(nn.Module):
 
 
 class JoinedShortcut(Shortcut):
-    """A linear darknet shortcut computed inside the kernel of the convolution before it, whose
-    place in the layer list an Identity takes: the network hands this the convolution's input and
-    the shortcut's source."""
+    """A linear darknet shortcut computed inside the kernel of the convolution before it (`conv`
+    takes the residual as its second argument), whose place in the layer list an Identity takes:
+    the network hands this the convolution's input and the shortcut's source."""
 
-    def __init__(self, conv: ConvAct, shortcut: Shortcut) -> None:
+    def __init__(self, conv: nn.Module, shortcut: Shortcut) -> None:
         super().__init__(shortcut.source, "linear")
         self.conv = conv
 
