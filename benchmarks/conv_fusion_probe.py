@@ -28,9 +28,6 @@ overstates the pose net's fusable epilogues slightly: its residual branches add 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import glob
-import os
 
 import torch
 import torch._dynamo
@@ -38,20 +35,10 @@ import torch.nn.functional as F
 
 from alphapose_trt.bench import BenchOptions, load_models
 from alphapose_trt.cli import build_parser
+from alphapose_trt.engines.cudnn_fusion import frontend
 from alphapose_trt.models.darknet import LEAKY_SLOPE
 from conv_layers import BATCHES, conv_calls, graph_time_ms  # benchmarks/, the script's folder
 from triton_conv import TritonFusedConv, compiled_epilogue, epilogue
-
-
-def load_cudnn_frontend():
-    """Import the frontend after loading the cuDNN library that torch uses, so both share it."""
-    import nvidia.cudnn
-
-    for lib in sorted(glob.glob(os.path.join(list(nvidia.cudnn.__path__)[0], "lib", "libcudnn.so*"))):
-        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
-    import cudnn
-
-    return cudnn
 
 
 class FusedConv:
@@ -150,7 +137,7 @@ def main() -> None:
     torch._dynamo.config.cache_size_limit = 256  # the epilogue is specialised per output layout
     print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version(), flush=True)
     if args.backend == "frontend":
-        cudnn = load_cudnn_frontend()
+        cudnn = frontend()
         handle = cudnn.create_handle()
         cudnn.set_stream(handle=handle, stream=torch.cuda.current_stream().cuda_stream)
         print("frontend", getattr(cudnn, "__version__", "?"), "backend", cudnn.backend_version(), flush=True)

@@ -47,7 +47,7 @@ from alphapose_trt.engines.padding import RGB_CHANNELS
 from alphapose_trt.engines.rgb_conv import activation_slope
 from alphapose_trt.engines.cudnn_fusion import JoinedShortcut
 from alphapose_trt.models.darknet import ConvBlock, Shortcut
-from conv_fusion_probe import event_time_ms, load_cudnn_frontend  # benchmarks/, the script's folder
+from conv_fusion_probe import event_time_ms  # benchmarks/, the script's folder
 from conv_layers import BATCHES
 from model_levers import FusedBottleneck, FusedConv, FusedFastPose, kernel_breakdown
 from triton_conv import TritonConv, tune
@@ -237,7 +237,7 @@ def main() -> None:
     print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version(), flush=True)
     cudnn_fusion.PLANS = args.plans
     if args.backend == "frontend":
-        cudnn = load_cudnn_frontend()
+        cudnn = cudnn_fusion.frontend()
         handle = cudnn.create_handle()
         print("frontend", getattr(cudnn, "__version__", "?"), flush=True)
     opts = BenchOptions.from_args(build_parser("bench").parse_args(["bench", "--model", "pipeline", "--device", "cuda"]))
