@@ -913,8 +913,17 @@ def environment(device: torch.device) -> dict[str, Any]:
             cudnn=torch.backends.cudnn.version(),
             tf32_conv=torch.backends.cudnn.allow_tf32,
             tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            cudnn_frontend=_cudnn_frontend_version(),
         )
     return info
+
+
+def _cudnn_frontend_version() -> str | None:
+    """The cuDNN frontend's version where it loads: then `compiled` fp16 engines fuse their convolutions."""
+    from alphapose_trt.engines.cudnn_fusion import frontend
+
+    module = frontend()
+    return None if module is None else getattr(module, "__version__", "?")
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -942,11 +951,17 @@ def _header(report: dict[str, Any]) -> list[str]:
         f"# alphapose-trt bench: {report['model']}",
         "",
         f"- device: {env['device']}{cuda}; host: {env.get('host', '?')}",
-        f"- torch: {env['torch']} (alphapose-trt {env['alphapose_trt']})",
+        f"- torch: {env['torch']} (alphapose-trt {env['alphapose_trt']}){_fusion_note(env)}",
         f"- date: {report['date']}",
         f"- command: `{report['command']}`",
         *method,
     ]
+
+
+def _fusion_note(env: dict[str, Any]) -> str:
+    """Whether `compiled` fp16 engines ran fused convolutions (where the cuDNN frontend loads)."""
+    version = env.get("cudnn_frontend")
+    return f"; cuDNN frontend {version}: compiled fp16 engines fuse each convolution with its epilogue" if version else ""
 
 
 def _row_cells(entry: dict[str, Any], peak: bool) -> list[str]:

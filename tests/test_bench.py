@@ -262,3 +262,10 @@ def test_random_inputs_keep_the_synthetic_detector_in_range(detector_model):
     with torch.inference_mode():
         rows = engine(first)
     assert rows[..., 2:4].max() < torch.finfo(torch.float16).max / 10  # box w, h in pixels
+
+
+def test_the_header_says_when_compiled_engines_fused_their_convolutions():
+    """The tables of session 14 on were timed with the cuDNN frontend installed; a reader must see it."""
+    note = bench._fusion_note({"cudnn_frontend": "1.32.0"})
+    assert note.startswith("; cuDNN frontend 1.32.0: compiled fp16 engines fuse")
+    assert bench._fusion_note({"cudnn_frontend": None}) == bench._fusion_note({}) == ""
