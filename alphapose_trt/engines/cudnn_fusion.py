@@ -20,6 +20,7 @@ import ctypes
 import functools
 import glob
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,7 @@ class _Built:
 
 
 _handles: dict[int, Any] = {}
-_built: dict[tuple, _Built] = {}  # one graph per layer shape and device, shared by the layers of that shape
+_built: dict[tuple, _Built | None] = {}  # per layer shape and device, shared by its layers; None: no fused kernel
 
 
 def _build(cudnn: Any, handle: Any, x: Tensor, weight: Tensor, bias: Tensor, residual: Tensor | None, out: Tensor,
@@ -166,8 +167,16 @@ def conv_act(x: Tensor, weight: Tensor, bias: Tensor, residual: Tensor | None, s
     key = (device, tuple(x.shape), x.stride(), tuple(weight.shape), weight.stride(), bias.stride(),
            None if residual is None else residual.stride(), slope, before, stride, padding)
     if key not in _built:
-        _built[key] = _build(cudnn, handle, x, weight, bias, residual, out, slope, before, stride, padding)
+        try:
+            _built[key] = _build(cudnn, handle, x, weight, bias, residual, out, slope, before, stride, padding)
+        except Exception as exc:  # noqa: BLE001 - e.g. a GPU without cuDNN's runtime fusion: run this shape unfused
+            _built[key] = None
+            warnings.warn(f"cuDNN fused kernel unavailable for input {tuple(x.shape)}, weight {tuple(weight.shape)}"
+                          f" ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); running it unfused",
+                          stacklevel=2)
     built = _built[key]
+    if built is None:
+        return reference(x, weight, bias, residual, slope, before, stride, padding)
     tx, tw, tb, tz, ty = built.tensors
     pack = {tx: x, tw: weight, tb: bias, ty: out, **({tz: residual} if tz is not None else {})}
     workspace = torch.empty(built.workspace_bytes, device=x.device, dtype=torch.uint8)
