@@ -3,7 +3,7 @@ join) fused into one cuDNN frontend graph per convolution, or one Triton kernel 
 against the compiled engines.
 
     python3 benchmarks/frontend_engines.py [--backend frontend|frontend-compiled|triton] [--models detector,pose]
-        [--plans 4] [--rounds 2] [--profile TOP]
+        [--plans 4] [--no-join] [--rounds 2] [--profile TOP]
     (frontend: needs `nvidia-cudnn-frontend` on PYTHONPATH, `bash benchmarks/h100.sh frontend OUT`;
     frontend-compiled: the same, `bash benchmarks/h100.sh frontend-compiled OUT`;
     triton: `bash benchmarks/h100.sh triton-engines OUT`)
@@ -154,12 +154,14 @@ class FrontendConv(FusedConv):
         return y
 
 
-def frontend_compiled_engine(model, batches) -> CompiledEngine:
+def frontend_compiled_engine(model, batches, join_shortcuts: bool = True) -> CompiledEngine:
     """The compiled engine with its convolutions fused by the cuDNN frontend (`fuse_convs`, the
     library's `engines/cudnn_fusion.py` since session 14; its first run used a copy of it here, at
-    7faec85)."""
+    7faec85); without `join_shortcuts`, the darknet shortcuts stay Inductor's."""
     engine = CompiledEngine(model, "cuda", "fp16", max_batch=batches[-1], mode="reduce-overhead", batch_sizes=batches,
-                            fuse_convs=True)
+                            fuse_convs=join_shortcuts)
+    if not join_shortcuts:  # the prepared module, before its first call compiles it
+        cudnn_fusion.fuse_convs(engine.module, join_shortcuts=False)
     modules = list(engine.module.modules())
     print(f"{model.kind}: {sum(isinstance(m, cudnn_fusion.ConvAct) for m in modules)} convolutions as frontend "
           f"graphs, {sum(isinstance(m, cudnn_fusion.JoinedShortcut) for m in modules)} shortcuts joined", flush=True)
@@ -228,6 +230,8 @@ def main() -> None:
     ap.add_argument("--backend", choices=("frontend", "frontend-compiled", "triton"), default="frontend")
     ap.add_argument("--models", default="detector,pose")
     ap.add_argument("--plans", type=int, default=4)
+    ap.add_argument("--no-join", action="store_true",
+                    help="frontend-compiled: leave the darknet shortcuts to Inductor instead of the kernels before them")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--iters", type=int, default=100)
     ap.add_argument("--profile", type=int, default=0, metavar="TOP",
@@ -250,7 +254,7 @@ def main() -> None:
         if args.backend == "triton":
             fused = triton_engine(models[kind], batches)
         elif args.backend == "frontend-compiled":
-            fused = frontend_compiled_engine(models[kind], batches)
+            fused = frontend_compiled_engine(models[kind], batches, not args.no_join)
         else:
             if kind == "pose":
                 module = FusedFastPose(reference.module, lambda conv, bn, relu: FrontendConv(

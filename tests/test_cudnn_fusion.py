@@ -34,14 +34,16 @@ def test_pose_net_with_fused_convolutions_matches(pose_model):
         assert rel_err(module(x), pose_model.module(x)) < 1e-5
 
 
-@pytest.mark.parametrize("name, convs, joined", [("yolov3-spp", 75, 23), ("yolov3-tiny", 12, 0)])
-def test_darknet_with_fused_convolutions_and_joined_shortcuts_matches(name, convs, joined):
+@pytest.mark.parametrize("name, convs, shortcuts", [("yolov3-spp", 75, 23), ("yolov3-tiny", 12, 0)])
+@pytest.mark.parametrize("join", [True, False])
+def test_darknet_with_fused_convolutions_and_joined_shortcuts_matches(name, convs, shortcuts, join):
     model = _randomize(Darknet(_slim(parse_cfg(REFERENCE / f"{name}.cfg")), img_size=SIZE), seed=5)
     fused = copy.deepcopy(model)
-    assert fuse_convs(fused) == convs  # all but the RGB convolution (the heads too: no PaddedConv here)
+    # all but the RGB convolution (the heads too: no PaddedConv here)
+    assert fuse_convs(fused, join_shortcuts=join) == convs
     layers = list(fused.module_list)
-    assert sum(isinstance(m, JoinedShortcut) for m in layers) == joined
-    assert not any(type(m) is Shortcut for m in layers)  # every shortcut joined (yolov3-tiny has none)
+    assert sum(isinstance(m, JoinedShortcut) for m in layers) == (shortcuts if join else 0)
+    assert sum(type(m) is Shortcut for m in layers) == (0 if join else shortcuts)
     x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert rel_err(fused(x), model(x)) < 1e-5

@@ -171,9 +171,9 @@ def conv_act(x: Tensor, weight: Tensor, bias: Tensor, residual: Tensor | None, s
             _built[key] = _build(cudnn, handle, x, weight, bias, residual, out, slope, before, stride, padding)
         except Exception as exc:  # noqa: BLE001 - e.g. a GPU without cuDNN's runtime fusion: run this shape unfused
             _built[key] = None
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             warnings.warn(f"cuDNN fused kernel unavailable for input {tuple(x.shape)}, weight {tuple(weight.shape)}"
-                          f" ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); running it unfused",
-                          stacklevel=2)
+                          f" ({reason}); running it unfused", stacklevel=2)
     built = _built[key]
     if built is None:
         return reference(x, weight, bias, residual, slope, before, stride, padding)
@@ -202,7 +202,8 @@ class ConvAct(nn.Module):
         if bn is not None:
             weight, bias = fuse_conv_bn_weights(weight, bias, bn.running_mean.float(), bn.running_var.float(),
                                                 bn.eps, bn.weight.detach().float(), bn.bias.detach().float())
-        self.register_buffer("weight", weight.detach().to(conv.weight.dtype).contiguous(memory_format=torch.channels_last))
+        weight = weight.detach().to(conv.weight.dtype).contiguous(memory_format=torch.channels_last)
+        self.register_buffer("weight", weight)
         self.register_buffer("bias", bias.detach().to(conv.weight.dtype).reshape(1, -1, 1, 1))
         self.slope, self.before = slope, join == "before"
         self.stride, self.padding = conv.stride[0], conv.padding[0]
@@ -248,13 +249,15 @@ class JoinedShortcut(Shortcut):
         return self.conv(x, other)
 
 
-def fuse_convs(module: nn.Module) -> int:
+def fuse_convs(module: nn.Module, join_shortcuts: bool = True) -> int:
     """Replace, in place, the convolutions `conv_act` runs with their `ConvAct`; returns how many.
 
     FastPose: every bottleneck and DUC convolution (the RGB stem and the heatmap convolution stay).
     Darknet: every block with a ReLU, a leaky ReLU or no activation, except those reading RGB and
-    the (padded) heads, each linear shortcut that follows one joined into its kernel unless the
-    block's own output is read again.
+    the (padded) heads; with `join_shortcuts`, each linear shortcut that follows one is joined into
+    its kernel unless the block's own output is read again (otherwise Inductor adds it: an A/B for
+    the shapes where, at detector batch 8, the joined graphs' plans were no faster than cuDNN plus
+    its epilogue, session 14).
     """
     count = 0
     if isinstance(module, FastPose):
@@ -269,12 +272,13 @@ def fuse_convs(module: nn.Module) -> int:
     elif isinstance(module, Darknet):
         layers = module.module_list
         for i, block in enumerate(layers):
-            if isinstance(block, ConvBlock) and type(block.conv) is nn.Conv2d and block.conv.in_channels != RGB_CHANNELS:
+            plain = isinstance(block, ConvBlock) and type(block.conv) is nn.Conv2d
+            if plain and block.conv.in_channels != RGB_CHANNELS:
                 slope = activation_slope(block.act)
                 if slope is not None:
                     layers[i] = ConvAct(block.conv, block.bn, slope)
                     count += 1
-        for i in range(len(layers) - 1):
+        for i in range(len(layers) - 1 if join_shortcuts else 0):
             conv, shortcut = layers[i], layers[i + 1]
             if (isinstance(conv, ConvAct) and isinstance(shortcut, Shortcut) and isinstance(shortcut.act, nn.Identity)
                     and i not in module._kept):
