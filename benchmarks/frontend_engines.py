@@ -44,8 +44,8 @@ from alphapose_trt.engines import cudnn_fusion
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import CudaGraphCache, EagerEngine
 from alphapose_trt.engines.padding import RGB_CHANNELS
-from alphapose_trt.engines.rgb_conv import activation_slope
 from alphapose_trt.engines.cudnn_fusion import JoinedShortcut
+from alphapose_trt.engines.rgb_conv import activation_slope
 from alphapose_trt.models.darknet import ConvBlock, Shortcut
 from conv_fusion_probe import event_time_ms  # benchmarks/, the script's folder
 from conv_layers import BATCHES
@@ -180,12 +180,11 @@ def frontend_detector(module: torch.nn.Module, make) -> torch.nn.Module:
     return module
 
 
-def swap_pose(module: torch.nn.Module, make_conv) -> None:
-    """In place: FastPose's bottlenecks and DUC convolutions as `make_conv(conv, bn, slope, join)`
-    (TritonConv; the stem is the RGB kernel already, the padded output
-    convolution stays on cuDNN)."""
+def triton_pose(module: torch.nn.Module) -> None:
+    """In place: FastPose's bottlenecks and DUC convolutions as TritonConv (the stem is the RGB
+    kernel already, the padded output convolution stays on cuDNN)."""
     def make(conv, bn, relu):
-        return make_conv(conv, bn, 0.0 if relu else 1.0, "before-relu")
+        return TritonConv(conv, bn, 0.0 if relu else 1.0, "before-relu")
 
     for name in ("layer1", "layer2", "layer3", "layer4"):
         layer = getattr(module.preact, name)
@@ -195,16 +194,16 @@ def swap_pose(module: torch.nn.Module, make_conv) -> None:
         duc.conv, duc.bn, duc.relu = make(duc.conv, duc.bn, True), torch.nn.Identity(), torch.nn.Identity()
 
 
-def swap_detector(module: torch.nn.Module, make_conv) -> None:
-    """In place: every Darknet block but the padded heads (and the RGB kernel) as
-    `make_conv(conv, bn, slope, "after-act")`, with a linear shortcut right after it joined inside
-    its kernel unless the block's own output is read again."""
+def triton_detector(module: torch.nn.Module) -> None:
+    """In place: every Darknet block but the padded heads (and the RGB kernel) as TritonConv, with
+    a linear shortcut right after it joined inside its kernel (`cudnn_fusion.JoinedShortcut`)
+    unless the block's own output is read again."""
     modules = module.module_list
     for i, block in enumerate(modules):
         if isinstance(block, ConvBlock) and isinstance(block.conv, torch.nn.Conv2d) and block.conv.in_channels != RGB_CHANNELS:
             slope = activation_slope(block.act)
             if slope is not None:
-                modules[i] = make_conv(block.conv, block.bn, slope, "after-act")
+                modules[i] = TritonConv(block.conv, block.bn, slope, "after-act")
     for i in range(len(modules) - 1):
         conv, shortcut = modules[i], modules[i + 1]
         if (isinstance(conv, TritonConv) and isinstance(shortcut, Shortcut)
@@ -214,8 +213,9 @@ def swap_detector(module: torch.nn.Module, make_conv) -> None:
 
 def triton_engine(model, batches) -> CompiledEngine:
     """The compiled engine with its convolutions swapped for TritonConv before it compiles, routes tuned per batch."""
-    engine = CompiledEngine(model, "cuda", "fp16", max_batch=batches[-1], mode="reduce-overhead", batch_sizes=batches)
-    (swap_pose if model.kind == "pose" else swap_detector)(engine.module, TritonConv)
+    engine = CompiledEngine(model, "cuda", "fp16", max_batch=batches[-1], mode="reduce-overhead", batch_sizes=batches,
+                            fuse_convs=False)
+    (triton_pose if model.kind == "pose" else triton_detector)(engine.module)
     h, w = model.input_hw
     for batch in batches:
         routes = tune(engine.module, torch.rand(batch, 3, h, w, device="cuda", dtype=torch.float16))

@@ -1,4 +1,4 @@
-"""The Triton engines' model surgery (frontend_engines.swap_pose / swap_detector with TritonConv), run eagerly
+"""The Triton engines' model surgery (frontend_engines.triton_pose / triton_detector), run eagerly
 in fp32 by Triton's interpreter on the CPU against the unmodified models (small inputs, random
 weights): every convolution swapped, every darknet shortcut joined inside a kernel, same output.
 
@@ -18,7 +18,7 @@ import torch
 
 from alphapose_trt.models.darknet import Darknet
 from alphapose_trt.models.fastpose import FastPose
-from frontend_engines import JoinedShortcut, swap_detector, swap_pose
+from frontend_engines import JoinedShortcut, triton_detector, triton_pose
 from triton_conv import TritonConv
 
 CFG = Path(__file__).resolve().parents[4] / "shared/reference/darknet/yolov3-spp.cfg"  # ../shared beside the checkout
@@ -44,7 +44,7 @@ for name, model, x in [
 ]:
     with torch.inference_mode():
         ref = model(x)
-        (swap_pose if name == "pose" else swap_detector)(model, TritonConv)
+        (triton_pose if name == "pose" else triton_detector)(model)
         convs = [m for m in model.modules() if isinstance(m, TritonConv)]
         if MIXED:
             mix_routes(model, x, convs)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import triton_conv
 from alphapose_trt.models.darknet import Darknet
 from alphapose_trt.models.fastpose import FastPose
-from frontend_engines import swap_detector, swap_pose
+from frontend_engines import triton_detector, triton_pose
 
 CFG = Path(__file__).resolve().parents[4] / "shared/reference/darknet/yolov3-spp.cfg"  # ../shared beside the checkout
 
@@ -35,7 +35,7 @@ for name, model, x in [("pose", FastPose().eval(), torch.rand(2, 3, 32, 32)),
                        ("detector", Darknet(CFG, img_size=64).eval(), torch.rand(2, 3, 64, 64))]:
     with torch.inference_mode():
         ref = model(x)
-        (swap_pose if name == "pose" else swap_detector)(model, triton_conv.TritonConv)
+        (triton_pose if name == "pose" else triton_detector)(model)
         out = torch.compile(model, backend="eager", fullgraph=True)(x)
     err = float((out - ref).abs().max() / ref.abs().max())
     print(f"{name}: traced whole (fullgraph), max error {err:.1e} of the range")
