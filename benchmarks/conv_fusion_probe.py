@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from alphapose_trt.bench import BenchOptions, load_models
 from alphapose_trt.cli import build_parser
-from alphapose_trt.engines.cudnn_fusion import frontend
+from alphapose_trt.engines.cudnn_fusion import event_time_ms, frontend
 from alphapose_trt.models.darknet import LEAKY_SLOPE
 from conv_layers import BATCHES, conv_calls, graph_time_ms  # benchmarks/, the script's folder
 from triton_conv import TritonFusedConv, compiled_epilogue, epilogue
@@ -107,19 +107,6 @@ class FusedConv:
             raise RuntimeError(f"none of {self.plans} plans ran")
         self.plan = min(times, key=lambda p: times[p][0])
         return times[self.plan]
-
-
-def event_time_ms(fn, reps: int) -> float:
-    """Device time per call of `fn` over `reps` back-to-back calls between two CUDA events."""
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(reps):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / reps
 
 
 def main() -> None:

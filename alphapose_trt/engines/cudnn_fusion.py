@@ -129,14 +129,17 @@ def _build(cudnn: Any, handle: Any, x: Tensor, weight: Tensor, bias: Tensor, res
     built = _Built(graph, (tx, tw, tb, tz, y), size, plans[0][0])
     if len(plans) > 1 and not torch.cuda.is_current_stream_capturing():
         pack = {tx: x, tw: weight, tb: bias, y: out, **({tz: residual} if tz is not None else {})}
-        times = {plan: _time_ms(lambda: graph.execute_plan_at_index(pack, workspace, plan, handle=handle))
+        times = {plan: event_time_ms(lambda: graph.execute_plan_at_index(pack, workspace, plan, handle=handle))
                  for plan, _ in plans}
         built.plan = min(times, key=times.get)
     return built
 
 
-def _time_ms(fn: Any, reps: int = 5) -> float:
+def event_time_ms(fn: Any, reps: int = 5) -> float:
+    """Device time per call of `fn` over `reps` back-to-back calls between two CUDA events (after
+    one call that is not timed): how a layer shape's plans are compared."""
     fn()
+    torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(reps):
