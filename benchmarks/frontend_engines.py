@@ -36,122 +36,39 @@ import copy
 import statistics
 
 import torch
-import torch.nn.functional as F
 
 from alphapose_trt.bench import BenchOptions, Stopwatch, load_models, random_inputs
 from alphapose_trt.cli import build_parser
 from alphapose_trt.engines import cudnn_fusion
 from alphapose_trt.engines.compiled import CompiledEngine
 from alphapose_trt.engines.eager import CudaGraphCache, EagerEngine
-from alphapose_trt.engines.padding import RGB_CHANNELS
 from alphapose_trt.engines.cudnn_fusion import JoinedShortcut
+from alphapose_trt.engines.padding import RGB_CHANNELS
 from alphapose_trt.engines.rgb_conv import activation_slope
 from alphapose_trt.models.darknet import ConvBlock, Shortcut
-from conv_fusion_probe import event_time_ms  # benchmarks/, the script's folder
-from conv_layers import BATCHES
-from model_levers import FusedBottleneck, FusedConv, FusedFastPose, kernel_breakdown
+from conv_layers import BATCHES  # benchmarks/, the script's folder
+from model_levers import FusedBottleneck, FusedFastPose, kernel_breakdown
 from triton_conv import TritonConv, tune
 
 
-class FrontendConv(FusedConv):
-    """conv -> bias (BatchNorm folded) -> [+ residual -> ReLU | activation] as one cuDNN frontend
-    graph, built per input shape with the fastest of the heuristics' first `plans` plans.
+class FrontendConv(cudnn_fusion.ConvAct):
+    """Session 12's eager frontend convolution, now run by `cudnn_fusion.conv_act` (the engines'
+    op): conv -> bias (BatchNorm folded) -> activation, or, given a residual (the third convolution
+    of `model_levers.FusedBottleneck`), conv -> bias -> + residual -> ReLU.
 
-    act: "relu", a leaky ReLU slope, or None (linear). A residual, where given, joins before a ReLU
-    (the pose bottleneck's `cudnn_convolution_add_relu` in `model_levers.FusedConv`). A shape no
-    fused plan builds for runs as PyTorch ops and is listed in `declined`.
+    act: "relu", a leaky ReLU slope, or None (linear). A shape no fused plan builds for runs as
+    PyTorch ops, with conv_act's warning (session 12's run listed such shapes; it had none).
     """
 
-    declined: set = set()
-
-    def __init__(self, cudnn, handle, conv: torch.nn.Conv2d, bn, act, plans: int) -> None:
-        super().__init__(conv, bn, act == "relu")  # BatchNorm folded, fp16, channels_last weights
-        self.bias = self.bias.reshape(1, -1, 1, 1).contiguous(memory_format=torch.channels_last)
-        self.cudnn, self.handle, self.act, self.plans = cudnn, handle, act, plans
-        self.graphs: dict[tuple, tuple] = {}
-
-    def _build(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor | None) -> tuple:
-        cudnn = self.cudnn
-        half, fp32 = cudnn.data_type.HALF, cudnn.data_type.FLOAT
-        stride, padding, dilation, groups = self.args
-        if groups != 1:
-            raise ValueError("grouped convolutions are not built here")
-        graph = cudnn.pygraph(io_data_type=half, intermediate_data_type=fp32, compute_data_type=fp32, handle=self.handle)
-
-        def tensor(name: str, t: torch.Tensor):
-            return graph.tensor(name=name, dim=list(t.shape), stride=list(t.stride()), data_type=half)
-
-        tx, tw, tb = tensor("x", x), tensor("w", self.weight), tensor("b", self.bias)
-        out = graph.bias(name="bias", input=graph.conv_fprop(image=tx, weight=tw, padding=list(padding),
-                                                              stride=list(stride), dilation=list(dilation)), bias=tb)
-        tz = None
-        if z is not None:
-            tz = tensor("z", z)
-            out = graph.relu(name="act", input=graph.add(name="residual", a=out, b=tz))
-        elif self.act == "relu":
-            out = graph.relu(name="act", input=out)
-        elif self.act is not None:
-            out = graph.leaky_relu(name="act", input=out, negative_slope=self.act)
-        out.set_output(True).set_data_type(half).set_dim(list(y.shape)).set_stride(list(y.stride()))
-        graph.validate()
-        graph.build_operation_graph()
-        graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
-        graph.check_support()
-        built = []
-        for plan in range(min(graph.get_execution_plan_count(), self.plans)):
-            try:
-                graph.build_plan_at_index(plan)
-                built.append((plan, graph.get_workspace_size_plan_at_index(plan)))
-            except Exception:  # noqa: BLE001 - a plan the backend declines
-                continue
-        if not built:
-            raise RuntimeError(f"no fused plan builds for input {tuple(x.shape)}, weight {tuple(self.weight.shape)}")
-        workspace = torch.empty(max(size for _, size in built) + 1, device=x.device, dtype=torch.uint8)
-        entry = [graph, tx, tw, tb, tz, out, workspace, built[0][0]]
-
-        def run(plan: int) -> None:
-            pack = {tx: x, tw: self.weight, tb: self.bias, out: y, **({tz: z} if z is not None else {})}
-            graph.execute_plan_at_index(pack, workspace, plan, handle=self.handle)
-
-        times = {}
-        for plan, _ in built:
-            try:
-                times[plan] = event_time_ms(lambda: run(plan), 5)
-            except Exception:  # noqa: BLE001 - a plan that does not run
-                continue
-        entry[-1] = min(times, key=times.get)
-        return tuple(entry)
-
-    def _torch(self, x: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        y = F.conv2d(x, self.weight, self.bias.flatten(), *self.args)
-        if z is not None:
-            return torch.relu(y + z)
-        if self.act == "relu":
-            return torch.relu(y)
-        return y if self.act is None else F.leaky_relu(y, self.act)
+    def __init__(self, conv: torch.nn.Conv2d, bn, act) -> None:
+        slope = cudnn_fusion.RELU if act == "relu" else cudnn_fusion.LINEAR if act is None else act
+        super().__init__(conv, bn, slope, join="before")
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
-        self.cudnn.set_stream(handle=self.handle, stream=torch.cuda.current_stream().cuda_stream)
-        stride, padding, dilation, _ = self.args
-        kh, kw = self.weight.shape[2:]
-        ho = (x.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-        wo = (x.shape[3] + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-        y = torch.empty((x.shape[0], self.weight.shape[0], ho, wo), device=x.device, dtype=x.dtype,
-                        memory_format=torch.channels_last)
-        key = (tuple(x.shape), None if z is None else z.stride())  # a graph holds its tensors' strides
-        if key not in self.graphs:
-            try:
-                self.graphs[key] = self._build(x, y, z)
-            except Exception as exc:  # noqa: BLE001 - run this shape unfused, and say so
-                self.graphs[key] = None
-                self.declined.add(f"{tuple(x.shape)} -> {tuple(self.weight.shape)}: {type(exc).__name__}")
-        if self.graphs[key] is None:
-            return self._torch(x, z)
-        graph, tx, tw, tb, tz, out, workspace, plan = self.graphs[key]
-        pack = {tx: x, tw: self.weight, tb: self.bias, out: y, **({tz: z} if z is not None else {})}
-        graph.execute_plan_at_index(pack, workspace, plan, handle=self.handle)
-        return y
+        if z is None:
+            return super().forward(x)
+        x, z = (t.contiguous(memory_format=torch.channels_last) for t in (x, z))
+        return cudnn_fusion.conv_act(x, self.weight, self.bias, z, cudnn_fusion.RELU, True, self.stride, self.padding)
 
 
 def frontend_compiled_engine(model, batches, join_shortcuts: bool = True) -> CompiledEngine:
@@ -240,10 +157,10 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     print(torch.__version__, torch.cuda.get_device_name(), "cuDNN", torch.backends.cudnn.version(), flush=True)
     cudnn_fusion.PLANS = args.plans
-    if args.backend == "frontend":
-        cudnn = cudnn_fusion.frontend()
-        handle = cudnn.create_handle()
-        print("frontend", getattr(cudnn, "__version__", "?"), flush=True)
+    if args.backend != "triton":
+        if cudnn_fusion.frontend() is None:
+            ap.error("the frontend backends need nvidia-cudnn-frontend on PYTHONPATH")
+        print("frontend", getattr(cudnn_fusion.frontend(), "__version__", "?"), flush=True)
     opts = BenchOptions.from_args(build_parser("bench").parse_args(["bench", "--model", "pipeline", "--device", "cuda"]))
     kinds = args.models.split(",")
     models, _ = load_models(opts, kinds)
@@ -257,11 +174,10 @@ def main() -> None:
             fused = frontend_compiled_engine(models[kind], batches, not args.no_join)
         else:
             if kind == "pose":
-                module = FusedFastPose(reference.module, lambda conv, bn, relu: FrontendConv(
-                    cudnn, handle, conv, bn, "relu" if relu else None, args.plans))
+                module = FusedFastPose(reference.module,
+                                       lambda conv, bn, relu: FrontendConv(conv, bn, "relu" if relu else None))
             else:
-                module = frontend_detector(reference.module, lambda conv, bn, act: FrontendConv(
-                    cudnn, handle, conv, bn, act, args.plans))
+                module = frontend_detector(reference.module, FrontendConv)
             graphs = CudaGraphCache(module)
             fused = torch.inference_mode()(lambda x: graphs(x))
         compiled = CompiledEngine(models[kind], "cuda", "fp16", max_batch=batches[-1], mode="reduce-overhead",
@@ -272,9 +188,6 @@ def main() -> None:
             want = reference(inputs[0]).float()
             errors = {name: float((want - call(inputs[0]).float()).abs().amax() / want.abs().amax())
                       for name, call in ((args.backend, fused), ("compiled", compiled))}
-            for line in sorted(FrontendConv.declined):
-                print(f"  unfused (no plan built): {line}", flush=True)
-            FrontendConv.declined.clear()
             calls = ((args.backend, fused), ("compiled", compiled))
             for name, call in calls:
                 for i in range(10):
