@@ -35,10 +35,10 @@ import torch.nn.functional as F
 
 from alphapose_trt.bench import BenchOptions, load_models
 from alphapose_trt.cli import build_parser
-from alphapose_trt.engines.cudnn_fusion import event_time_ms, frontend
+from alphapose_trt.engines.cudnn_fusion import epilogue, event_time_ms, frontend
 from alphapose_trt.models.darknet import LEAKY_SLOPE
 from conv_layers import BATCHES, conv_calls, graph_time_ms  # benchmarks/, the script's folder
-from triton_conv import TritonFusedConv, compiled_epilogue, epilogue
+from triton_conv import TritonFusedConv, compiled_epilogue
 
 
 class FusedConv:
@@ -159,8 +159,8 @@ def main() -> None:
                 y = F.conv2d(x, wt, None, stride, padding)
                 r = torch.randn_like(y) if args.residual else None
                 conv_ms = graph_time_ms(lambda: F.conv2d(x, wt, None, stride, padding), args.reps)
-                epi_ms = graph_time_ms(lambda: compiled_epilogue(y, b, r, act, after), args.reps)
-                reference = epilogue(y.float(), b.float(), None if r is None else r.float(), act, after)
+                epi_ms = graph_time_ms(lambda: compiled_epilogue(y, b, r, act, not after), args.reps)
+                reference = epilogue(y.float(), b.float(), None if r is None else r.float(), act, not after)
                 out = torch.empty_like(y)
                 try:
                     fused = fuse(x, wt, b, out, stride, padding, slope, r)

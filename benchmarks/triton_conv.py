@@ -23,6 +23,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from alphapose_trt.engines.cudnn_fusion import epilogue
 from alphapose_trt.engines.rgb_conv import square_conv
 from conv_layers import graph_time_ms  # benchmarks/, the script's folder
 from model_levers import FusedConv
@@ -167,17 +168,9 @@ class TritonFusedConv:
         return ms, f"tile {t.block_m}x{t.block_n}x{t.block_k} w{t.num_warps} s{t.num_stages}"
 
 
-def epilogue(y: torch.Tensor, bias: torch.Tensor, z: torch.Tensor | None, slope: float, after: bool) -> torch.Tensor:
-    """What `conv_act` applies to the convolution's output, as PyTorch ops (Inductor fuses them into one kernel)."""
-    y = y + bias.reshape(1, -1, 1, 1)
-    if z is not None and not after:
-        y = y + z
-    y = torch.where(y >= 0, y, y * slope)
-    return y + z if z is not None and after else y
-
-
 # cuDNN + this one kernel is what the compiled engine runs for a convolution TritonConv leaves alone
-# (and the split path conv_fusion_probe.py times)
+# (and the split path conv_fusion_probe.py times); `epilogue` is what both conv_act kernels apply (this
+# file's Triton one and cudnn_fusion's), as PyTorch ops
 compiled_epilogue = torch.compile(epilogue, dynamic=True)
 
 
@@ -219,7 +212,7 @@ class TritonConv(FusedConv):
             self.tiles[key] = self._fastest(x, z, cudnn(), slope, after)
         tile = self.tiles.get(key, self.untuned)
         if tile is None:
-            return epilogue(cudnn(), self.bias, z, slope, after)
+            return epilogue(cudnn(), self.bias, z, slope, not after)
         out = torch.empty((x.shape[0], self.packed.shape[3], *self._out_hw(x)), device=x.device, dtype=x.dtype,
                           memory_format=torch.channels_last)
         conv_act(x, self.packed, self.bias, out, self.stride, self.padding, slope, tile, z, after)
@@ -235,7 +228,7 @@ class TritonConv(FusedConv):
         tile, ms = fastest_tile(self.packed.shape[3], lambda t: conv_act(
             x, self.packed, self.bias, out, self.stride, self.padding, slope, t, z, after), 10)
         split_ms = (graph_time_ms(lambda: F.conv2d(x, self.weight, None, self.stride, self.padding), 10)
-                    + graph_time_ms(lambda: compiled_epilogue(y, self.bias, z, slope, after), 10))
+                    + graph_time_ms(lambda: compiled_epilogue(y, self.bias, z, slope, not after), 10))
         return tile if ms < split_ms else None
 
 

@@ -61,18 +61,23 @@ def _out_shape(x: Tensor, weight: Tensor, stride: int, padding: int) -> tuple[in
     return (x.shape[0], weight.shape[0], *hw)
 
 
+def epilogue(y: Tensor, bias: Tensor, residual: Tensor | None, slope: float, before: bool) -> Tensor:
+    """What the fused kernel applies to a convolution's output y, as PyTorch ops: + bias
+    [+ residual], the activation as its negative slope [, + residual]."""
+    y = y + bias.reshape(1, -1, 1, 1)
+    if residual is not None and before:
+        y = y + residual
+    y = torch.where(y >= 0, y, y * slope)
+    return y + residual if residual is not None and not before else y
+
+
 def reference(x: Tensor, weight: Tensor, bias: Tensor, residual: Tensor | None, slope: float, before: bool,
               stride: int, padding: int) -> Tensor:
     """act(conv(x) + bias [+ residual]) [+ residual] with PyTorch ops, the epilogue in fp32 as in the
     frontend graph."""
-    y = F.conv2d(x, weight, None, stride, padding).float() + bias.float().reshape(1, -1, 1, 1)
+    y = F.conv2d(x, weight, None, stride, padding).float()
     r = None if residual is None else residual.float()
-    if r is not None and before:
-        y = y + r
-    y = torch.where(y >= 0, y, y * slope)
-    if r is not None and not before:
-        y = y + r
-    return y.to(x.dtype).contiguous(memory_format=torch.channels_last)
+    return epilogue(y, bias.float(), r, slope, before).to(x.dtype).contiguous(memory_format=torch.channels_last)
 
 
 @dataclass
